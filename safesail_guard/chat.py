@@ -32,8 +32,18 @@ class EncodedText:
 
     @property
     def tokens(self) -> list[str]:
-        """The substring of `text` each token covers ('' for tokens that cover none)."""
-        return [self.text[a:b] for a, b in self.offsets]
+        """The new characters of `text` each token covers.
+
+        Byte-level BPE can split one character over several tokens, which then share an offset span; the
+        character is shown under the first of them and the rest get ''. Joining the pieces gives back the
+        covered text exactly, with no character repeated.
+        """
+        pieces, covered = [], 0
+        for a, b in self.offsets:
+            start = max(a, covered)
+            pieces.append(self.text[start:b] if b > start else "")
+            covered = max(covered, b)
+        return pieces
 
     def __len__(self) -> int:
         return len(self.input_ids)

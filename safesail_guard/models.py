@@ -190,21 +190,29 @@ def _load_embedded(dtype: Any, device: str, use_cache_dir: bool) -> tuple[Any, A
 
 
 def _write_cache(model: Any, tokenizer: Any, target: Path) -> None:
-    """Save a converted model atomically: a temp dir renamed into place, with a `complete` marker."""
+    """Save a converted model atomically: a temp dir renamed into place, with a `complete` marker.
+
+    transformers refuses `save_pretrained` on GGUF-loaded models, so the de-quantised weights are written with
+    safetensors directly next to a config without the GGUF quantisation entry.
+    """
+    from safetensors.torch import save_model
+
+    tmp: Path | None = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-        model.config.quantization_config = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(tmp)
+        config = model.config.to_dict()
+        config.pop("quantization_config", None)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         tokenizer.save_pretrained(tmp)
         (tmp / "complete").write_text(json.dumps({"source_sha256": EMBEDDED_SHA256}))
         if target.exists():
             shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)  # the cache is an optimisation; failing to write it is not fatal
+    except Exception:  # the cache is an optimisation; failing to write it is not fatal
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_model(

@@ -1,0 +1,50 @@
+"""Shared fixtures: seeding, tiny random Llama/Qwen2 models and a tiny tokenizer built in-process (no downloads)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.tiny_models import make_tiny_model, make_tiny_tokenizer, save_tiny_model_dir
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    return make_tiny_tokenizer()
+
+
+@pytest.fixture(scope="session", params=["llama", "qwen2"])
+def tiny_family(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tmp_path_factory, tiny_tokenizer) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny_models")
+    return {fam: save_tiny_model_dir(make_tiny_model(fam), tiny_tokenizer, root / fam) for fam in ("llama", "qwen2")}
+
+
+@pytest.fixture(scope="session")
+def tiny_loaded(tiny_model_dirs, tiny_family):
+    from safesail_guard.models import load_model
+
+    return load_model(str(tiny_model_dirs[tiny_family]))
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    """The real embedded SmolLM2 model (slow tests only)."""
+    from safesail_guard.models import load_model
+
+    return load_model("embedded")
