@@ -16,6 +16,12 @@ import typer
 
 app = typer.Typer(help="Concept-contrastive query pairs (concept query + de-concept twin).", no_args_is_help=True)
 
+
+@app.callback()
+def _group() -> None:
+    """Concept-contrastive query pairs (concept query + de-concept twin)."""
+    # A callback keeps `pairs` a command group even while it has a single command.
+
 EXIT_SOME_FAILED = 3
 """Exit status when the run finished but some records got no twin (they are retried on the next run)."""
 
@@ -52,38 +58,39 @@ def generate(
     base_url: Annotated[
         str | None,
         typer.Option(help="API root of the OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1 "
-                     "[default: $SAFESAIL_LLM_BASE_URL]."),
+                     "(default: $SAFESAIL_LLM_BASE_URL)."),
     ] = None,
     model: Annotated[
         str | None,
-        typer.Option(help="Model name to request; recorded as source 'llm:<model>' [default: $SAFESAIL_LLM_MODEL]."),
+        typer.Option(help="Model name to request; recorded as source 'llm:<model>' (default: $SAFESAIL_LLM_MODEL)."),
     ] = None,
     api_key_env: Annotated[
         str | None,
         typer.Option(
             help="Name of the environment variable holding the API key (the key itself never goes on the command "
-            "line) [default: $SAFESAIL_LLM_API_KEY, then $OPENAI_API_KEY, else no key]."
+            "line) (default: $SAFESAIL_LLM_API_KEY, then $OPENAI_API_KEY, else no key)."
         ),
     ] = None,
-    concurrency: Annotated[int | None, typer.Option(help="Requests in flight at once [default: 4].")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Requests in flight at once (default: 4).")] = None,
     cache_dir: Annotated[
         Path | None,
         typer.Option(help="Directory for the on-disk response cache; identical requests are answered from it."),
     ] = None,
     max_retries: Annotated[
         int | None,
-        typer.Option(help="Retries for connection errors, timeouts, HTTP 408/429/5xx [default: 4]."),
+        typer.Option(help="Retries for connection errors, timeouts, HTTP 408/429/5xx (default: 4)."),
     ] = None,
-    timeout: Annotated[float | None, typer.Option(help="Seconds allowed per attempt [default: 120].")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Completion token limit per reply [default: 1024].")] = None,
-    temperature: Annotated[float | None, typer.Option(help="Sampling temperature [default: 0].")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds allowed per attempt (default: 120).")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Completion token limit per reply (default: 1024).")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature (default: 0).")] = None,
     lang: Annotated[str, typer.Option(help="Language recorded for input lines without 'lang'.")] = "en",
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Write the de-concept twin of each concept query with an LLM.
 
-    Exit status: 0 when every record has a twin, 1 on bad input or settings, 3 when some records failed
-    (see OUT.errors.jsonl; rerun the same command to retry only those).
+    Options left out fall back to SAFESAIL_LLM_* environment variables (e.g. SAFESAIL_LLM_CONCURRENCY), then to
+    the defaults shown. Exit status: 0 when every record has a twin, 1 on bad input or settings, 3 when some
+    records failed (see OUT.errors.jsonl; rerun the same command to retry only those).
     """
     from pydantic import SecretStr, ValidationError
 
@@ -112,7 +119,8 @@ def generate(
         problems = []
         for err in exc.errors():
             name = ".".join(str(part) for part in err["loc"]) or "settings"
-            hint = f" (give {_OPTION_FOR_FIELD[name]})" if err["type"] == "missing" and name in _OPTION_FOR_FIELD else ""
+            missing = err["type"] == "missing" and name in _OPTION_FOR_FIELD
+            hint = f" (give {_OPTION_FOR_FIELD[name]})" if missing else ""
             problems.append(f"{name}: {err['msg']}{hint}")
         raise _fail("invalid LLM settings: " + "; ".join(problems)) from None
 
