@@ -263,7 +263,8 @@ def _load_from_hf_cache(model_id: str, torch_dtype: Any) -> tuple[Any, Any, Mode
 
     if model_id.count("/") > 1 or model_id.startswith((".", "/", "~")):
         raise ModelLoadError(
-            f"Model '{model_id}' is neither 'embedded', a .gguf file, an existing directory, nor a hub-style id."
+            f"Model path '{model_id}' does not exist. Give 'embedded', a .gguf file, an existing HF model "
+            "directory, or a model id (owner/name) that is in the local Hugging Face cache."
         )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from huggingface_hub import try_to_load_from_cache  # reads the local cache only, never the network

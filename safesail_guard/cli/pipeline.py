@@ -1,7 +1,167 @@
-"""Pipeline commands (placeholder until written)."""
+"""Offline pipeline commands: `build-sae`, `harvest`, `train`, `select`, `demo`.
+
+These front the `safesail_training` package; every import of it happens inside a command, so the runtime CLI
+never loads training code it does not use.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise typer.Exit(1)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean bad input, not a bug: shown as one line, exit 1."""
+    from pydantic import ValidationError
+
+    from safesail_guard.hooks import HookError
+    from safesail_guard.models import ModelLoadError
+
+    errors: list[type[BaseException]] = [ValueError, ValidationError, HookError, ModelLoadError, FileNotFoundError]
+    return tuple(errors)
+
+
+def build_sae(
+    out_dir: Annotated[Path, typer.Option("--out", help="Build directory (resumable; not committed).")] = Path("runs/smollm2-135m-instruct"),
+    model: Annotated[str, typer.Option(help="'embedded', a HF model directory, a .gguf file, or a cached HF id.")] = "embedded",
+    point: Annotated[list[str] | None, typer.Option("--point", help="Hook point(s), e.g. layers.14.mlp_out (repeatable).")] = None,
+    k: Annotated[list[int] | None, typer.Option("--k", help="TopK values to sweep (repeatable). Default 16 32 64 128.")] = None,
+    tokens: Annotated[int, typer.Option(help="Training activations to harvest per point.")] = 1_000_000,
+    expansion: Annotated[int, typer.Option(help="Dictionary size as a multiple of d_model.")] = 10,
+    corpus: Annotated[list[Path] | None, typer.Option("--corpus", help="Your own .jsonl/.txt corpus files (added to the built-in corpus).")] = None,
+    replace_corpus: Annotated[bool, typer.Option(help="Train on --corpus files only.")] = False,
+    pairs: Annotated[list[Path] | None, typer.Option("--pairs", help="Concept-pair JSONL files (default: the built-in pairs).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for corpus order, init and training.")] = 0,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Harvest activations, train a TopK SAE per k, measure FVU/R_alive/dNTP and select a config with L0,t and I_CDF."""
+    from safesail_training.build_sae import BuildSAEConfig, run_build
+
+    try:
+        overrides: dict[str, Any] = {}
+        if point:
+            overrides["points"] = point
+        if k:
+            overrides["ks"] = k
+        cfg = BuildSAEConfig(
+            model=model,
+            out_dir=out_dir,
+            train_tokens=tokens,
+            expansion=expansion,
+            user_corpus=corpus or [],
+            replace_corpus=replace_corpus,
+            pairs=pairs or [],
+            seed=seed,
+            **overrides,
+        )
+        report = run_build(cfg, progress=not quiet)
+    except _user_errors() as exc:
+        _fail(str(exc))
+        return
+    from safesail_training.build_sae import selection_markdown
+
+    print()
+    print(selection_markdown(report))
+    print(f"Report: {out_dir / 'selection.md'}" + (f"; plot: {report['plot']}" if report.get("plot") else ""))
+
+
+def select(
+    build_dir: Annotated[Path, typer.Argument(help="A build directory made by `safesail build-sae`.")] = Path("runs/smollm2-135m-instruct"),
+) -> None:
+    """Print the selection table (FVU, R_alive, dNTP, L0,t, I_CDF, probing) of a finished or partial build."""
+    import json
+
+    from safesail_training.build_sae import recommend, selection_markdown
+
+    configs = []
+    for metrics in sorted(build_dir.glob("saes/*/k*/metrics.json"), key=lambda p: (p.parent.parent.name, int(p.parent.name[1:]))):
+        try:
+            configs.append(json.loads(metrics.read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            _fail(f"{metrics} is unreadable: {exc}")
+    if not configs:
+        _fail(f"no trained SAEs with metrics under {build_dir}/saes/; run `safesail build-sae --out {build_dir}` first")
+    summary_path = build_dir / "selection.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    report = {"model": summary.get("model", {"name": build_dir.name}), "t": summary.get("t", 0.25), "configs": configs}
+    report["recommended"] = recommend(configs)
+    print(selection_markdown(report))
+
+
+def harvest_cmd(
+    out_dir: Annotated[Path, typer.Option("--out", help="Output directory for shards (one folder per point).")],
+    model: Annotated[str, typer.Option(help="Model spec.")] = "embedded",
+    point: Annotated[list[str] | None, typer.Option("--point", help="Hook point(s) (repeatable).")] = None,
+    tokens: Annotated[int, typer.Option(help="Tokens to harvest.")] = 1_000_000,
+    corpus: Annotated[list[Path] | None, typer.Option("--corpus", help=".jsonl/.txt files; default: the built-in corpus.")] = None,
+    seed: Annotated[int, typer.Option(help="Corpus shuffle seed.")] = 0,
+    dtype: Annotated[str, typer.Option(help="Shard dtype: float16 or bfloat16.")] = "float16",
+    keep_special: Annotated[bool, typer.Option(help="Also store special-token activations.")] = False,
+) -> None:
+    """Stream a corpus through the model and store activations at hook points as resumable shards."""
+    from safesail_guard.models import load_model
+    from safesail_training.harvest import HarvestConfig, harvest
+
+    try:
+        cfg = HarvestConfig(points=point or ["layers.14.mlp_out"], max_tokens=tokens, dtype=dtype, exclude_special=not keep_special)  # type: ignore[arg-type]
+        if corpus:
+            from safesail_training.corpus.general import iter_user_texts
+
+            records = list(iter_user_texts(corpus))
+            corpus_id = "user:" + ",".join(str(c) for c in corpus)
+        else:
+            from safesail_training.corpus.general import iter_general
+
+            records = list(iter_general(seed=seed, shuffle=True))
+            corpus_id = f"builtin:seed{seed}"
+        loaded = load_model(model)
+        res = harvest(loaded, records, out_dir, cfg, corpus=corpus_id)
+    except _user_errors() as exc:
+        _fail(str(exc))
+        return
+    print(f"{res.n_tokens:,} tokens at {', '.join(res.points)} in {out_dir}" + (f" ({res.tokens_per_s:,.0f} tok/s)" if res.tokens_per_s else ""))
+
+
+def train_cmd(
+    shards: Annotated[Path, typer.Argument(help="A shard folder of one hook point, e.g. runs/x/acts/train/layers.14.mlp_out.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Where to write the SAE (cfg.json + sae.safetensors).")],
+    k: Annotated[int, typer.Option(help="Active latents per token.")] = 64,
+    expansion: Annotated[int, typer.Option(help="Dictionary size / d_model.")] = 10,
+    batch_size: Annotated[int, typer.Option(help="Tokens per step.")] = 4096,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    no_resume: Annotated[bool, typer.Option(help="Ignore an existing checkpoint.")] = False,
+) -> None:
+    """Train one TopK SAE from activation shards (resumes from its checkpoint by default)."""
+    from safesail_training.shards import open_shards
+    from safesail_training.train import TrainConfig, train_sae
+
+    try:
+        reader = open_shards(shards)
+        res = train_sae(reader, TrainConfig(k=k, expansion=expansion, batch_size=batch_size, seed=seed), out_dir, resume=not no_resume)
+    except _user_errors() as exc:
+        _fail(str(exc))
+        return
+    print(f"trained on {res.tokens_seen:,} tokens in {res.seconds:.0f} s ({res.tokens_per_s:,.0f} tok/s); saved to {out_dir}")
 
 
 def register(app: typer.Typer) -> None:
     """Attach pipeline commands to the main app."""
-    return None
+    app.command("build-sae")(build_sae)
+    app.command("select")(select)
+    app.command("harvest")(harvest_cmd)
+    app.command("train")(train_cmd)
+
+    @app.command("demo")
+    def demo(quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False) -> None:
+        """The end-to-end demo behind `make run`: the default `build-sae` for the embedded model (~40 min first run, resumable)."""
+        print("safesail demo: harvest 1M tokens of SmolLM2 activations, train TopK SAEs for k in 16/32/64/128,")
+        print("measure them and pick a config on the concept pairs. Resumable: rerun to continue; a finished build replays.")
+        build_sae(quiet=quiet)
