@@ -14,7 +14,7 @@ from safesail_training.corpus.pairs import load_pairs
 @pytest.fixture()
 def small_inputs(tmp_path: Path) -> tuple[Path, Path]:
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n\n".join(f"The weather {i} is sunny and the fox jumps over the dog {i}." for i in range(200)))
+    corpus.write_text("\n\n".join(f"The weather {i} is sunny and the fox jumps over the dog {i}." for i in range(500)))
     pairs = tmp_path / "pairs.jsonl"
     picked = []
     for dom in ("violence", "weapons"):
@@ -29,12 +29,12 @@ def test_tiny_build_end_to_end(tiny_model_dirs, small_inputs, tmp_path: Path) ->
         model=str(tiny_model_dirs["llama"]),
         out_dir=tmp_path / "out",
         points=["layers.1.mlp_out"],
-        train_tokens=2000,
+        train_tokens=6000,
         eval_records=20,
         ntp_records=5,
         ks=[8, 4],
         expansion=2,
-        batch_size=256,
+        batch_size=128,
         user_corpus=[corpus],
         replace_corpus=True,
         pairs=[pairs],
