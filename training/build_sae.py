@@ -79,8 +79,8 @@ def _write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def run_build(cfg: BuildSAEConfig, *, log: Log = print, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) the whole build; returns the selection report as a dict."""
+def run_build(cfg: BuildSAEConfig, *, log: Log = print, progress: bool = True, harvest_only: bool = False) -> dict[str, Any]:
+    """Run (or resume) the whole build; returns the selection report as a dict (empty with `harvest_only`)."""
     import torch
 
     from safesail_guard.models import load_model
@@ -118,6 +118,8 @@ def run_build(cfg: BuildSAEConfig, *, log: Log = print, progress: bool = True) -
     he = harvest(loaded, eval_recs, out / "acts" / "eval", ecfg, corpus=corpus_id + ":eval", progress=progress)
     timings["harvest_eval"] = time.perf_counter() - t0
     log(f"held-out activations: {he.n_tokens:,} tokens")
+    if harvest_only:
+        return {}
 
     pairs = load_pairs(list(cfg.pairs) or None)
     domains = [p.level0 for p in pairs]

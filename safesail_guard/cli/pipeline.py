@@ -41,6 +41,7 @@ def build_sae(
     pairs: Annotated[list[Path] | None, typer.Option("--pairs", help="Concept-pair JSONL files (default: the built-in pairs).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for corpus order, init and training.")] = 0,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    harvest_only: Annotated[bool, typer.Option(help="Stop after harvesting activations (rerun without it to continue).")] = False,
 ) -> None:
     """Harvest activations, train a TopK SAE per k, measure FVU/R_alive/dNTP and select a config with L0,t and I_CDF."""
     from safesail_training.build_sae import BuildSAEConfig, run_build
@@ -62,9 +63,12 @@ def build_sae(
             seed=seed,
             **overrides,
         )
-        report = run_build(cfg, progress=not quiet)
+        report = run_build(cfg, progress=not quiet, harvest_only=harvest_only)
     except _user_errors() as exc:
         _fail(str(exc))
+        return
+    if harvest_only:
+        print(f"Harvest done in {out_dir}; run `safesail build-sae` with the same options to train and select.")
         return
     from safesail_training.build_sae import selection_markdown
 
