@@ -47,6 +47,8 @@ def test_tiny_build_end_to_end(tiny_model_dirs, small_inputs, tmp_path: Path) ->
         assert set(c["domains"]) == {"violence", "weapons"} and c["domains"]["violence"]["n_pairs"] == 6
         sae_dir = tmp_path / "out" / "saes" / "layers.1.mlp_out" / f"k{c['k']}"
         assert (sae_dir / "cfg.json").is_file() and (sae_dir / "sae.safetensors").is_file()
+        sae_cfg = json.loads((sae_dir / "cfg.json").read_text())
+        assert sae_cfg["hook_point"] == "layers.1.mlp_out" and sae_cfg["model_id"].startswith("llama@sha256:")
     out = tmp_path / "out"
     assert (out / "selection.md").read_text().startswith("## SAE selection")
     assert json.loads((out / "selection.json").read_text())["recommended"]["k"] in (4, 8)
