@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import platform
 import resource
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _machine import cpu_model  # benchmarks/_machine.py (scripts run from this folder)
 
 from safesail_guard.models import load_model
 from safesail_training.corpus.general import iter_general
@@ -26,19 +26,22 @@ from safesail_training.harvest import HarvestConfig, _batches, encode_record, ha
 RESULTS = Path(__file__).parent / "results" / "harvest.md"
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+def take_records(loaded, records, max_tokens: int, cfg: HarvestConfig) -> list:
+    """The shortest prefix of `records` holding at least `max_tokens` kept tokens."""
+    total = 0
+    for i, rec in enumerate(records):
+        total += sum(sum(keep_mask(e, cfg.exclude_special)) for e in encode_record(loaded.tokenizer, rec, cfg.max_seq_len))
+        if total >= max_tokens:
+            return records[: i + 1]
+    return records
 
 
 @torch.inference_mode()
-def bare_forward(loaded, records, max_tokens: int, cfg: HarvestConfig) -> tuple[int, float]:
-    """Full forward (all layers + LM head) over the same batches the harvester builds; returns (kept tokens, s)."""
+def bare_forward(loaded, records, cfg: HarvestConfig) -> tuple[int, float]:
+    """Full forward (all layers + LM head) over the same length-sorted batches the harvester builds.
+
+    Returns (kept tokens, seconds); encoding time is excluded here but included in the harvest figure.
+    """
     seqs = []
     total = 0
     for rec in records:
@@ -46,8 +49,6 @@ def bare_forward(loaded, records, max_tokens: int, cfg: HarvestConfig) -> tuple[
             m = keep_mask(enc, cfg.exclude_special)
             seqs.append((enc, m))
             total += sum(m)
-        if total >= max_tokens:
-            break
     pad = loaded.tokenizer.pad_token_id or 0
     t0 = time.perf_counter()
     for batch in _batches(seqs, cfg.batch_tokens):
@@ -71,13 +72,14 @@ def main() -> None:
     records = list(iter_general(seed=123, shuffle=True))[:3000]
     rows = []
     for name, points in [("harvest layers.14.mlp_out", ["layers.14.mlp_out"]), ("harvest layers.29.resid_post", ["layers.29.resid_post"])]:
-        cfg = HarvestConfig(points=points, max_tokens=args.tokens, window_docs=10_000)
+        cfg = HarvestConfig(points=points, max_tokens=10**9)
+        subset = take_records(loaded, records, args.tokens, cfg)
         best_h, best_f = 0.0, 0.0
         for _ in range(args.repeats):
-            total_f, secs_f = bare_forward(loaded, records, args.tokens, cfg)
+            total_f, secs_f = bare_forward(loaded, subset, cfg)
             best_f = max(best_f, total_f / secs_f)
             with tempfile.TemporaryDirectory() as tmp:
-                res = harvest(loaded, records, Path(tmp), cfg, progress=False)
+                res = harvest(loaded, subset, Path(tmp), cfg, progress=False)
             best_h = max(best_h, res.tokens_per_s)
         rows.append((name, best_h, best_f, best_h / best_f))
         print(f"{name}: {best_h:,.0f} tok/s vs bare forward {best_f:,.0f} tok/s -> ratio {best_h / best_f:.2f}")

@@ -221,6 +221,11 @@ class TopKSAE(nn.Module):
         self.W_dec = nn.Parameter(w.to(device=device, dtype=dtype))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, device=device, dtype=dtype))
 
+    def extra_repr(self) -> str:
+        c = self.cfg
+        return (f"d_in={c.d_in}, n_latents={c.n_latents}, k={c.k}, hook_point={c.hook_point!r}, "
+                f"model_id={c.model_id!r}, dtype={c.dtype}")
+
     # ------------------------------------------------------------------ properties
     @property
     def d_in(self) -> int:

@@ -38,7 +38,7 @@ class BuildSAEConfig(BaseModel):
     train_tokens: int = Field(default=1_000_000, gt=0, description="Activations harvested for SAE training, per point.")
     eval_records: int = Field(default=300, ge=10, description="Corpus records held out for reconstruction metrics.")
     ntp_records: int = Field(default=60, ge=1, description="Held-out records used for delta next-token loss.")
-    ks: list[int] = Field(default=[16, 32, 64, 128], description="TopK sparsities to sweep.")
+    ks: list[int] = Field(default=[16, 32, 64, 128, 256], description="TopK sparsities to sweep.")
     expansion: int = Field(default=10, ge=1, description="Dictionary size / d_model (the paper uses 10).")
     batch_size: int = Field(default=4096, ge=64, description="SAE training batch size (tokens).")
     t: float = Field(default=0.25, gt=0, lt=1, description="Threshold t of L0,t.")

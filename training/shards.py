@@ -435,6 +435,16 @@ class ShardReader:
         cut = self.n_tokens - n_val
         return self._slice(0, cut), self._slice(cut, self.n_tokens)
 
+    def fingerprint(self) -> dict[str, Any]:
+        """Identity of the tokens this reader (or view) yields: shard checksums and token ranges (JSON-ready).
+        Independent of the directory's location, so a moved shard set still matches."""
+        return {
+            "d_model": self.d_model,
+            "n_tokens": self.n_tokens,
+            "shards": [s.sha256 for s in self.shards],
+            "segments": [[seg.shard, seg.lo, seg.hi] for seg in self._segments],
+        }
+
     # -------------------------------------------------------------- properties
     @property
     def n_tokens(self) -> int:

@@ -314,15 +314,6 @@ class SAETrainer:
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
-def _data_fingerprint(train_set: ShardReader) -> dict[str, Any]:
-    return {
-        "d_model": train_set.d_model,
-        "n_tokens": train_set.n_tokens,
-        "shards": [s.sha256 for s in train_set.shards],
-        "segments": [[s.shard, s.lo, s.hi] for s in train_set._segments],
-    }
-
-
 def _result_relevant(cfg: TrainConfig) -> dict[str, Any]:
     return cfg.model_dump(exclude=_OPERATIONAL_FIELDS)
 
@@ -454,7 +445,7 @@ def train_sae(
         hook_point=_hook_point_of(shards, meta),
         model_id=_model_id_of(meta),
     )
-    fingerprint = _data_fingerprint(train_set)
+    fingerprint = train_set.fingerprint()
     out_dir.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(out_dir / f".{CHECKPOINT_DIR}.tmp", ignore_errors=True)
     log_path = out_dir / LOG_FILE

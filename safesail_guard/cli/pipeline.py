@@ -33,7 +33,7 @@ def build_sae(
     out_dir: Annotated[Path, typer.Option("--out", help="Build directory (resumable; not committed).")] = Path("runs/smollm2-135m-instruct"),
     model: Annotated[str, typer.Option(help="'embedded', a HF model directory, a .gguf file, or a cached HF id.")] = "embedded",
     point: Annotated[list[str] | None, typer.Option("--point", help="Hook point(s), e.g. layers.14.mlp_out (repeatable).")] = None,
-    k: Annotated[list[int] | None, typer.Option("--k", help="TopK values to sweep (repeatable). Default 16 32 64 128.")] = None,
+    k: Annotated[list[int] | None, typer.Option("--k", help="TopK values to sweep (repeatable). Default 16 32 64 128 256.")] = None,
     tokens: Annotated[int, typer.Option(help="Training activations to harvest per point.")] = 1_000_000,
     expansion: Annotated[int, typer.Option(help="Dictionary size as a multiple of d_model.")] = 10,
     corpus: Annotated[list[Path] | None, typer.Option("--corpus", help="Your own .jsonl/.txt corpus files (added to the built-in corpus).")] = None,
@@ -165,7 +165,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("demo")
     def demo(quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False) -> None:
-        """The end-to-end demo behind `make run`: the default `build-sae` for the embedded model (~40 min first run, resumable)."""
-        print("safesail demo: harvest 1M tokens of SmolLM2 activations, train TopK SAEs for k in 16/32/64/128,")
+        """The end-to-end demo behind `make run`: the default `build-sae` for the embedded model (~47 min first run, resumable)."""
+        print("safesail demo: harvest 1M tokens of SmolLM2 activations, train TopK SAEs for k in 16/32/64/128/256,")
         print("measure them and pick a config on the concept pairs. Resumable: rerun to continue; a finished build replays.")
         build_sae(quiet=quiet)

@@ -254,3 +254,15 @@ def test_reconstruction_metrics_match_direct_computation(planted_shards) -> None
         reconstruction_metrics(sae, [])
     with pytest.raises(ValueError, match="d_in=32"):
         reconstruction_metrics(sae, torch.zeros(4, 7))
+
+
+def test_lr_schedule_warmup_and_decay() -> None:
+    cfg = TrainConfig(k=4, lr=1e-3, lr_warmup_steps=4, lr_decay_frac=0.2)
+    trainer = SAETrainer(TopKSAE(SAEConfig(d_in=8, expansion=2, k=4), seed=0), cfg, total_steps=100)
+    lrs = [trainer.lr_at(s) for s in range(100)]
+    assert lrs[:4] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])
+    assert lrs[4:80] == pytest.approx([1e-3] * 76)
+    assert lrs[80] == pytest.approx(1e-3) and lrs[90] == pytest.approx(5e-4) and lrs[99] == pytest.approx(5e-5)
+    assert all(a >= b for a, b in zip(lrs[80:], lrs[81:]))
+    constant = SAETrainer(trainer.sae, TrainConfig(k=4, lr=1e-3, lr_decay_frac=0.0), total_steps=100)
+    assert {constant.lr_at(s) for s in range(100)} == {1e-3}
