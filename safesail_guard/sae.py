@@ -25,7 +25,6 @@ naive dense implementation, kept as the correctness reference for tests and benc
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -39,6 +38,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+
+from safesail_guard.fileio import atomic_write_text as _atomic_write_text
+from safesail_guard.fileio import fsync_dir as _fsync_dir
+from safesail_guard.fileio import sha256_file as _sha256_file
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -555,39 +558,3 @@ def _geometric_median(points: Tensor, n_iter: int = 50, eps: float = 1e-6) -> Te
             break
         median = new
     return median
-
-
-def _sha256_file(path: Path, *, fsync: bool = False) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb+" if fsync else "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-        if fsync:
-            os.fsync(f.fileno())
-    return h.hexdigest()
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

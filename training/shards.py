@@ -26,7 +26,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 from torch import Tensor
+
+from safesail_guard.fileio import atomic_write_bytes as _atomic_write_bytes
+from safesail_guard.fileio import sha256_file as _sha256_file
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -78,33 +80,6 @@ def _shard_name(i: int) -> str:
 
 def _is_temp(name: str) -> bool:
     return name.startswith(".") and ".tmp" in name
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _read_index(directory: Path) -> dict[str, Any]:
@@ -171,14 +146,6 @@ def _check_shard_header(directory: Path, info: ShardInfo, d_model: int, dtype: s
         raise ShardError(f"{path}: tensor shape {shape} does not match {INDEX_FILE} ([{info.n_tokens}, {d_model}])")
     if st_dtype != _ST_DTYPE_NAMES[dtype]:
         raise ShardError(f"{path}: dtype {st_dtype} does not match {INDEX_FILE} ({dtype})")
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------- writer

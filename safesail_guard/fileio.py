@@ -1,0 +1,60 @@
+"""Durable file helpers shared by every artefact writer: checksums, atomic replaces and directory fsyncs.
+
+SAE checkpoints (`safesail_guard.sae`), activation shards (`safesail_training.shards`) and the embedded-model
+check (`safesail_guard.models`) all use these, so "written completely or not at all" means the same thing
+everywhere: write to a temp file in the same directory, fsync it, `os.replace` it into place, fsync the
+directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+
+def sha256_file(path: Path, *, fsync: bool = False, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a whole file; with `fsync=True` the file is also flushed to disk."""
+    h = hashlib.sha256()
+    with open(path, "rb+" if fsync else "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+        if fsync:
+            os.fsync(f.fileno())
+    return h.hexdigest()
+
+
+def fsync_dir(directory: Path) -> None:
+    """Flush a directory entry (after a rename); silently a no-op where the OS does not allow it."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
+    """Write `data` to `path` so that readers see the old file or the whole new one, never a partial one."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if sync_dir:
+        fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str, *, sync_dir: bool = False) -> None:
+    """UTF-8 text version of `atomic_write_bytes` (the directory is not fsynced unless asked)."""
+    atomic_write_bytes(path, text.encode("utf-8"), sync_dir=sync_dir)
