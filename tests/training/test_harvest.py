@@ -102,3 +102,16 @@ def test_bad_inputs(tiny_loaded, tmp_path: Path) -> None:
     harvest(tiny_loaded, DOCS[:5], tmp_path / "m", _cfg(), progress=False)
     with pytest.raises(HarvestError, match="different model, config or corpus"):
         harvest(tiny_loaded, DOCS[:5], tmp_path / "m", _cfg(max_seq_len=16), progress=False)
+
+
+def test_resume_when_one_writer_closed_and_another_did_not(tiny_loaded, tmp_path: Path) -> None:
+    """A crash between two writers' close() leaves one complete and one not; the rerun must finish cleanly."""
+    cfg = _cfg()
+    full = harvest(tiny_loaded, DOCS, tmp_path, cfg, progress=False)
+    index_path = tmp_path / "layers.2.resid_post" / "index.json"
+    index = json.loads(index_path.read_text())
+    index["complete"] = False
+    index_path.write_text(json.dumps(index))
+    again = harvest(tiny_loaded, DOCS, tmp_path, cfg, progress=False)
+    assert again.n_tokens == full.n_tokens
+    assert all(open_shards(tmp_path / p).complete for p in full.points)
