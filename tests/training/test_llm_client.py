@@ -189,7 +189,7 @@ def test_complete_many_bounded_concurrency_and_order(server: FakeOpenAIServer) -
     seen: list[int] = []
     results = client.complete_many(conversations, progress=False, on_result=lambda i, r: seen.append(i))
     assert [r.text for r in results] == [f"echo: q{i}" for i in range(12)]
-    assert 1 < server.max_in_flight <= 3
+    assert server.max_in_flight > 1 and server.max_in_flight <= 3
     assert sorted(seen) == list(range(12))
     assert client.usage.requests == 12
 
