@@ -9,6 +9,7 @@ directory.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -58,3 +59,14 @@ def atomic_write_bytes(path: Path, data: bytes, *, sync_dir: bool = True) -> Non
 def atomic_write_text(path: Path, text: str, *, sync_dir: bool = False) -> None:
     """UTF-8 text version of `atomic_write_bytes` (the directory is not fsynced unless asked)."""
     atomic_write_bytes(path, text.encode("utf-8"), sync_dir=sync_dir)
+
+
+def read_json_object(path: Path, error: type[Exception]) -> dict:
+    """Parse a JSON file that must hold an object; any failure raises `error` with a message naming `path`."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(doc, dict):
+        raise error(f"{path}: expected a JSON object")
+    return doc

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from safesail_guard.fileio import atomic_write_text as _atomic_write_text
 from safesail_guard.fileio import fsync_dir as _fsync_dir
+from safesail_guard.fileio import read_json_object
 from safesail_guard.fileio import sha256_file as _sha256_file
 
 __all__ = [
@@ -489,12 +490,7 @@ class TopKSAE(nn.Module):
             raise SAECheckpointError(f"SAE checkpoint directory {directory} does not exist")
         if not cfg_path.is_file():
             raise SAECheckpointError(f"{cfg_path}: missing (incomplete or not an SAE checkpoint)")
-        try:
-            doc = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise SAECheckpointError(f"{cfg_path}: not valid JSON ({e})") from e
-        if not isinstance(doc, dict):
-            raise SAECheckpointError(f"{cfg_path}: expected a JSON object")
+        doc = read_json_object(cfg_path, SAECheckpointError)
         version = doc.pop("schema_version", None)
         if version not in KNOWN_SCHEMA_VERSIONS:
             raise SAECheckpointError(

@@ -189,7 +189,6 @@ def run_build(cfg: BuildSAEConfig, *, log: Log = print, progress: bool = True, h
                 f"L0,t {entry['l0_t_total']}  I_CDF {entry['i_cdf_mean']:.4f}  ({train_s:.0f} s train)"
             )
             del sae
-            torch.cuda.empty_cache() if torch.cuda.is_available() else None
 
     report["recommended"] = recommend(report["configs"])
     timings["total"] = time.perf_counter() - t_all

@@ -37,6 +37,7 @@ from safetensors.torch import save as st_save
 from torch import Tensor
 
 from safesail_guard.fileio import atomic_write_bytes as _atomic_write_bytes
+from safesail_guard.fileio import read_json_object
 from safesail_guard.fileio import sha256_file as _sha256_file
 
 __all__ = [
@@ -89,12 +90,7 @@ def _read_index(directory: Path) -> dict[str, Any]:
         raise ShardError(f"shard directory {directory} does not exist")
     if not path.is_file():
         raise ShardError(f"{path}: missing (not a shard directory, or the harvest never started)")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ShardError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(doc, dict):
-        raise ShardError(f"{path}: expected a JSON object")
+    doc = read_json_object(path, ShardError)
     if doc.get("schema_version") != SCHEMA_VERSION:
         raise ShardError(f"{path}: schema_version {doc.get('schema_version')!r} is not supported (known: [1])")
     d_model = doc.get("d_model")

@@ -17,10 +17,7 @@ USER = [{"role": "user", "content": "hello"}]
 SECRET = "sk-test-SECRET-1234567890"
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("OPENAI_API_KEY", "SAFESAIL_LLM_API_KEY", "SAFESAIL_LLM_BASE_URL", "SAFESAIL_LLM_MODEL"):
-        monkeypatch.delenv(name, raising=False)
+from tests.fakes.fixtures import clean_llm_env  # noqa: E402,F401  (autouse fixture)
 
 
 @pytest.fixture

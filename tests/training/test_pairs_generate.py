@@ -62,10 +62,7 @@ def scripted_twins(body) -> Reply:
     return Reply(json=chat_body(text, prompt_tokens=20, completion_tokens=5))
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("OPENAI_API_KEY", "SAFESAIL_LLM_API_KEY", "SAFESAIL_LLM_BASE_URL", "SAFESAIL_LLM_MODEL"):
-        monkeypatch.delenv(name, raising=False)
+from tests.fakes.fixtures import clean_llm_env  # noqa: E402,F401  (autouse fixture)
 
 
 @pytest.fixture
