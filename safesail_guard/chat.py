@@ -38,7 +38,8 @@ class EncodedText:
         character is shown under the first of them and the rest get ''. Joining the pieces gives back the
         covered text exactly, with no character repeated.
         """
-        pieces, covered = [], 0
+        # start at the first token's own offset: a chunk cut from a longer text must not claim what precedes it
+        pieces, covered = [], (self.offsets[0][0] if self.offsets else 0)
         for a, b in self.offsets:
             start = max(a, covered)
             pieces.append(self.text[start:b] if b > start else "")

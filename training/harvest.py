@@ -145,12 +145,12 @@ def forward_collect(
     return {p: store[p][0][keep.to(device)].float().cpu() for p in points}
 
 
-def _meta(loaded: LoadedModel, cfg: HarvestConfig, corpus: str) -> dict[str, Any]:
-    return {
-        "model": loaded.identity.to_dict(),
-        "config": cfg.model_dump(exclude={"max_tokens"}),
-        "corpus": corpus,
-    }
+def _meta(loaded: LoadedModel, cfg: HarvestConfig, corpus: str, point: HookPoint) -> dict[str, Any]:
+    """Provenance stored with one point's shards. It names that point only, so a later harvest that adds
+    other points to the same directory still recognises (and skips) the finished ones."""
+    config = cfg.model_dump(exclude={"max_tokens", "points"})
+    config["point"] = point.name
+    return {"model": loaded.identity.to_dict(), "config": config, "corpus": corpus}
 
 
 def harvest(
@@ -170,9 +170,9 @@ def harvest(
     cfg = cfg or HarvestConfig()
     points = resolve_points(loaded.model, cfg.points)
     out_dir = Path(out_dir)
-    meta = _meta(loaded, cfg, corpus)
     writers: dict[HookPoint, ShardWriter] = {}
     for p in points:
+        meta = _meta(loaded, cfg, corpus, p)
         pdir = out_dir / p.name
         existing = pdir / "index.json"
         if existing.is_file():
@@ -193,6 +193,9 @@ def harvest(
     start_tokens = min(w.n_tokens for w in writers.values())
     if all(w.complete for w in writers.values()):
         return HarvestResult(out_dir, [p.name for p in points], start_tokens, 0, 0.0, start_tokens)
+    # finished points are left alone; only the others share the forward passes below
+    all_points, points = points, [p for p in points if not writers[p].complete]
+    writers = {p: writers[p] for p in points}
     cursor = min(w.resume_cursor for w in writers.values())
     for w in writers.values():
         w.truncate_to_cursor(cursor)
@@ -242,4 +245,4 @@ def harvest(
         raise HarvestError("the corpus produced no tokens to harvest (empty, or every document too short)")
     for w in writers.values():
         w.close(complete=True)
-    return HarvestResult(out_dir, [p.name for p in points], total, n_records, time.perf_counter() - t0, resumed_from)
+    return HarvestResult(out_dir, [p.name for p in all_points], total, n_records, time.perf_counter() - t0, resumed_from)
