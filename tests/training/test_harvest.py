@@ -115,3 +115,18 @@ def test_resume_when_one_writer_closed_and_another_did_not(tiny_loaded, tmp_path
     again = harvest(tiny_loaded, DOCS, tmp_path, cfg, progress=False)
     assert again.n_tokens == full.n_tokens
     assert all(open_shards(tmp_path / p).complete for p in full.points)
+
+
+def test_adding_a_point_keeps_the_finished_one(tiny_loaded, tmp_path: Path) -> None:
+    """A second harvest with more points leaves a finished point's shards untouched and fills the new one."""
+    first = harvest(tiny_loaded, DOCS, tmp_path, _cfg(points=["layers.1.mlp_out"]), progress=False)
+    index = tmp_path / "layers.1.mlp_out" / "index.json"
+    before = index.read_bytes()
+    both = harvest(tiny_loaded, DOCS, tmp_path, _cfg(points=["layers.1.mlp_out", "layers.2.resid_post"]), progress=False)
+    assert index.read_bytes() == before
+    assert both.points == ["layers.1.mlp_out", "layers.2.resid_post"]
+    new = open_shards(tmp_path / "layers.2.resid_post")
+    assert new.complete and new.n_tokens == first.n_tokens
+    # and the new point holds the same tokens as a harvest of it alone
+    alone = harvest(tiny_loaded, DOCS, tmp_path / "alone", _cfg(points=["layers.2.resid_post"]), progress=False)
+    assert torch.equal(open_shards(alone.out_dir / "layers.2.resid_post").load_all(), new.load_all())
