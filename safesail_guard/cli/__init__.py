@@ -20,6 +20,7 @@ app = typer.Typer(
 _SUBAPPS = {
     "model": "Load and check models (embedded SmolLM2, HF directories, HF cache ids).",
     "pairs": "Concept-contrastive query pairs.",
+    "db": "Query the neuron database: info, search, show a feature, export.",
 }
 
 for _name, _help in _SUBAPPS.items():
