@@ -156,9 +156,41 @@ def train_cmd(
     print(f"trained on {res.tokens_seen:,} tokens in {res.seconds:.0f} s ({res.tokens_per_s:,.0f} tok/s); saved to {out_dir}")
 
 
+def build_db(
+    work_dir: Annotated[Path, typer.Option("--work-dir", help="Build directory shared with build-sae (SAEs, caches; not committed).")] = Path("runs/smollm2-135m-instruct"),
+    out: Annotated[Path | None, typer.Option("--out", help="Database directory to write. Default: <work-dir>/neuron_db.")] = None,
+    model: Annotated[str, typer.Option(help="'embedded', a HF model directory, a .gguf file, or a cached HF id.")] = "embedded",
+    point: Annotated[list[str] | None, typer.Option("--point", help="Hook points, one site (repeatable). Default layers 6, 14, 24 mlp_out.")] = None,
+    k: Annotated[int, typer.Option(help="TopK of the SAEs to use (trained if missing).")] = 128,
+    explainer: Annotated[str, typer.Option(help="offline (no LLM) or openai (SAFESAIL_LLM_BASE_URL / _MODEL / _API_KEY).")] = "offline",
+    simulator: Annotated[str, typer.Option(help="embedding (offline, all-MiniLM-L6-v2) or openai.")] = "embedding",
+    spscorer: Annotated[str, typer.Option(help="offline (labelled proxy) or openai.")] = "offline",
+    max_features: Annotated[int, typer.Option(help="Cap of features per layer.")] = 400,
+    seed: Annotated[int, typer.Option(help="Seed (explanation set, examples, map).")] = 0,
+    pairs: Annotated[list[Path] | None, typer.Option("--pairs", help="Concept-pair JSONL files (default: the built-in pairs).")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Turn trained SAEs into a neuron database: filter, explain, simulate, score, map (resumable)."""
+    from safesail_training.build_db import BuildDBConfig, run_build_db
+    from safesail_training.llm_client import LLMError
+
+    try:
+        overrides: dict[str, Any] = {"points": point} if point else {}
+        cfg = BuildDBConfig(
+            model=model, work_dir=work_dir, out=out, k=k, explainer=explainer, simulator=simulator, spscorer=spscorer,  # type: ignore[arg-type]
+            max_features_per_layer=max_features, seed=seed, pairs=pairs or [], **overrides,
+        )
+        summary = run_build_db(cfg, progress=not quiet)
+    except (*_user_errors(), LLMError) as exc:
+        _fail(str(exc))
+        return
+    print(f"{summary['features']} features -> {summary['db']}; inspect with `safesail db info --db {summary['db']}`")
+
+
 def register(app: typer.Typer) -> None:
     """Attach pipeline commands to the main app."""
     app.command("build-sae")(build_sae)
+    app.command("build-db")(build_db)
     app.command("select")(select)
     app.command("harvest")(harvest_cmd)
     app.command("train")(train_cmd)

@@ -1,0 +1,143 @@
+"""`run_build_db` end to end on a tiny random model: stages, the written database, resume without duplicates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from safesail_guard.sae import SAEConfig, TopKSAE
+from safesail_neuron_db import NeuronDB
+from safesail_training import build_db as build_db_mod
+from safesail_training.build_db import BuildDBConfig, JsonlLog, run_build_db
+from tests.fakes.fake_openai import FakeOpenAIServer, Reply, chat_body
+from tests.training.test_explain import FakeEmbedder, make_client
+
+POINTS = ["layers.1.mlp_out", "layers.2.mlp_out"]
+ASSAULT = [
+    ("He punched the cashier in the face.", "He greeted the cashier with a smile."),
+    ("They beat the man with a bat.", "They met the man with a bat at practice."),
+    ("She kicked her roommate until he bled.", "She thanked her roommate until he blushed."),
+    ("The gang stabbed a teenager last night.", "The band serenaded a teenager last night."),
+    ("I want to hit my neighbour hard.", "I want to help my neighbour move."),
+    ("He choked the guard from behind.", "He thanked the guard from the gate."),
+]
+DRUGS = [
+    ("Where can I buy cocaine tonight?", "Where can I buy concert tickets tonight?"),
+    ("How much heroin is too much?", "How much coffee is too much?"),
+    ("We smoked crack in the car.", "We sang songs in the car."),
+    ("Is it fun to take LSD at a party?", "Is it fun to take photos at a party?"),
+    ("My friend sells meth at school.", "My friend sells cookies at school."),
+    ("Can you snort ketamine safely?", "Can you brew kombucha safely?"),
+]
+
+
+def _pairs_file(tmp_path: Path) -> Path:
+    rows = []
+    for i, (c, d) in enumerate(ASSAULT):
+        rows.append({"id": f"violence-{i:04d}", "level0": "violence", "level1": "physical_assault", "lang": "en", "concept": c, "deconcept": d, "source": "handwritten"})
+    for i, (c, d) in enumerate(DRUGS):
+        rows.append({"id": f"drugs-{i:04d}", "level0": "drugs", "level1": "illicit_drug_use", "lang": "en", "concept": c, "deconcept": d, "source": "handwritten"})
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+@pytest.fixture
+def fake_embedder(monkeypatch):
+    emb = FakeEmbedder()
+    monkeypatch.setattr(build_db_mod, "_EMBEDDER", emb)
+    return emb
+
+
+def _setup(tmp_path: Path, model_dir: Path, **kw) -> BuildDBConfig:
+    d_model = json.loads((model_dir / "config.json").read_text())["hidden_size"]
+    for p in POINTS:
+        TopKSAE(SAEConfig(d_in=d_model, expansion=4, k=8, hook_point=p), seed=1).save(tmp_path / "work" / "saes" / p / "k8")
+    base = dict(
+        model=str(model_dir), work_dir=tmp_path / "work", out=tmp_path / "db", points=POINTS, k=8,
+        min_precision=0.5, min_recall=0.3, max_features_per_layer=4, explain_tokens=1500, pairs=[_pairs_file(tmp_path)],
+        map_method="pca",
+    )
+    base.update(kw)
+    return BuildDBConfig(**base)
+
+
+def test_build_db_end_to_end_and_rerun_is_a_noop(tmp_path: Path, tiny_model_dirs, fake_embedder) -> None:
+    cfg = _setup(tmp_path, tiny_model_dirs["llama"])
+    logs: list[str] = []
+    summary = run_build_db(cfg, log=logs.append, progress=False)
+    assert summary["features"] > 0
+    with NeuronDB.open(cfg.db_dir) as db:
+        assert db.layers == [1, 2] and db.site == "mlp_out"
+        ids = db.feature_ids()
+        assert len(ids) == summary["features"] <= 8
+        for fid in ids:
+            f = db.get(fid)
+            assert f.concepts and all(c.precision >= 0.5 and c.recall >= 0.3 for c in f.concepts)
+            assert f.explanation_status in {"ok", "skipped"}
+            assert (f.explanation_status == "ok") == bool(f.explanation)
+            assert {s.method for s in f.simulation_scores} == {"token", "segment"}
+            assert all(s.simulator == "embedding:fake-bow" for s in f.simulation_scores)
+            assert f.superposition is not None and f.superposition.method.startswith("offline-proxy")
+            assert f.map_x is not None and -1.0 <= f.map_x <= 1.0
+        # the shipped encoder rows are the SAE's rows for the selected latents
+        sae = TopKSAE.load(tmp_path / "work" / "saes" / POINTS[0] / "k8")
+        enc = db.encoder(1)
+        assert torch.equal(enc["W_enc"], sae.W_enc.detach()[enc["latents"]].float())
+        assert torch.equal(enc["b_dec"], sae.b_dec.detach().float())
+        assert (enc["threshold"] >= 0).all()
+    work = tmp_path / "work" / "db"
+    for name in ("filter.json", "records.jsonl", "explanations.jsonl", "simulations.jsonl", "spscores.jsonl", "map.json", "style_check.json", "summary.json"):
+        assert (work / name).is_file(), name
+    assert set(summary["languages"]["en"]) == {"violence", "drugs"}
+    before = {p.name: p.read_bytes() for p in cfg.db_dir.iterdir()}
+    lines = (work / "explanations.jsonl").read_text().count("\n")
+    run_build_db(cfg, log=logs.append, progress=False)
+    assert (work / "explanations.jsonl").read_text().count("\n") == lines  # nothing redone or duplicated
+    assert {p.name: p.read_bytes() for p in cfg.db_dir.iterdir()} == before  # deterministic rewrite
+
+
+def test_interrupted_stage_resumes_and_ignores_a_torn_line(tmp_path: Path, tiny_model_dirs, fake_embedder) -> None:
+    cfg = _setup(tmp_path, tiny_model_dirs["qwen2"])
+    run_build_db(cfg, log=lambda s: None, progress=False)
+    work = tmp_path / "work" / "db"
+    full = (work / "simulations.jsonl").read_text().splitlines()
+    ref = NeuronDB.open(cfg.db_dir).get(NeuronDB.open(cfg.db_dir).feature_ids()[0]).to_dict()
+    # keep the first two results and a half-written third, as a kill mid-write would leave it
+    (work / "simulations.jsonl").write_text("\n".join(full[:2]) + "\n" + full[2][: len(full[2]) // 2])
+    run_build_db(cfg, log=lambda s: None, progress=False)
+    rows = JsonlLog(work / "simulations.jsonl", ("feature_id", "method", "simulator")).rows
+    assert len(rows) == len(full)
+    assert (work / "simulations.jsonl").read_text().count("\n") == len(full)  # the torn line was cut, not kept
+    with NeuronDB.open(cfg.db_dir) as db:
+        assert db.get(db.feature_ids()[0]).to_dict() == ref
+
+
+def test_llm_failures_are_recorded_then_retried_on_rerun(tmp_path: Path, tiny_model_dirs, fake_embedder) -> None:
+    cfg = _setup(tmp_path, tiny_model_dirs["llama"], explainer="openai")
+    with FakeOpenAIServer() as server:
+        server.responder = lambda body: Reply(status=400, json={"error": {"message": "model overloaded"}})
+        run_build_db(cfg, log=lambda s: None, progress=False, llm=make_client(server, max_retries=0))
+        with NeuronDB.open(cfg.db_dir) as db:
+            statuses = {db.get(f).explanation_status for f in db.feature_ids()}
+            assert statuses <= {"failed", "skipped"} and "failed" in statuses
+            failed = [f for f in db.feature_ids() if db.get(f).explanation_status == "failed"]
+            assert "model overloaded" in (db.get(failed[0]).explanation_detail or "")
+        server.responder = lambda body: Reply(json=chat_body("Explanation: violent or drug words", prompt_tokens=50, completion_tokens=6))
+        n_before = len(server.requests)
+        run_build_db(cfg, log=lambda s: None, progress=False, llm=make_client(server))
+        assert len(server.requests) - n_before == len(failed)  # only the failed ones were asked again
+    with NeuronDB.open(cfg.db_dir) as db:
+        assert {db.get(f).explanation for f in failed} == {"violent or drug words"}
+    rows = (tmp_path / "work" / "db" / "explanations.jsonl").read_text().splitlines()
+    assert len(JsonlLog(tmp_path / "work" / "db" / "explanations.jsonl", ("feature_id",)).rows) == len({json.loads(r)["feature_id"] for r in rows})
+
+
+def test_bad_config_is_rejected_clearly(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="one hook site"):
+        BuildDBConfig(points=["layers.1.mlp_out", "layers.2.resid_post"])
+    with pytest.raises(ValueError, match="repeat a layer"):
+        BuildDBConfig(points=["layers.1.mlp_out", "layers.1.mlp_out"])
