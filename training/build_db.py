@@ -209,7 +209,7 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
     from safesail_training.corpus.pairs import load_pairs
     from safesail_training.db_filter import FilterConfig, filter_features
     from safesail_training.db_types import ConceptHit, Explanation, SimulationScore, SuperpositionScore, to_dict
-    from safesail_training.model_metrics import query_site_acts
+    from safesail_training.model_metrics import query_sites_acts
     from safesail_training.select import feature_max
 
     work = cfg.work_dir / "db"
@@ -240,24 +240,28 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
     pairs_key = _digest([(p.id, p.concept, p.deconcept, p.level0, p.level1) for p in pairs])
     t0 = time.perf_counter()
     pair_max: dict[str, dict[str, torch.Tensor]] = {}
+    sae_sha = {p: json.loads((sae_dirs[p] / "cfg.json").read_text()).get("sha256", "") for p in cfg.points}
     for p in cfg.points:
         cache = work / "pairs" / f"{p}.pt"
-        sae_sha = json.loads((sae_dirs[p] / "cfg.json").read_text()).get("sha256", "")
         if cache.is_file():
             blob = torch.load(cache)
-            if blob.get("pairs_key") == pairs_key and blob.get("sae_sha") == sae_sha:
+            if blob.get("pairs_key") == pairs_key and blob.get("sae_sha") == sae_sha[p]:
                 pair_max[p] = blob
-                continue
-        log(f"[{p}] activations on {len(pairs)} concept pairs")
-        blob = {"pairs_key": pairs_key, "sae_sha": sae_sha}
+    todo_points = [p for p in cfg.points if p not in pair_max]
+    if todo_points:
+        log(f"activations on {len(pairs)} concept pairs at {', '.join(todo_points)}")
+        blobs: dict[str, dict[str, Any]] = {p: {"pairs_key": pairs_key, "sae_sha": sae_sha[p]} for p in todo_points}
         for side in ("concept", "deconcept"):
-            acts = query_site_acts(loaded, p, [getattr(x, side) for x in pairs])
-            blob[side] = feature_max(saes[p], acts, saes[p].n_latents)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        torch.save(blob, tmp)
-        os.replace(tmp, cache)
-        pair_max[p] = blob
+            acts = query_sites_acts(loaded, todo_points, [getattr(x, side) for x in pairs])
+            for p in todo_points:
+                blobs[p][side] = feature_max(saes[p], acts[p], saes[p].n_latents)
+        for p in todo_points:
+            cache = work / "pairs" / f"{p}.pt"
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(".tmp")
+            torch.save(blobs[p], tmp)
+            os.replace(tmp, cache)
+            pair_max[p] = blobs[p]
     stage("pairs", t0)
 
     fcfg = FilterConfig(min_precision=cfg.min_precision, min_recall=cfg.min_recall)
@@ -309,11 +313,18 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
     t0 = time.perf_counter()
     explainer = _make_explainer(cfg, llm)
     exp_log = JsonlLog(work / "explanations.jsonl", ("feature_id",))
+    # every stored result carries a digest of its inputs, so results made from older records are redone
+    rkey = {f.feature_id: _digest(to_dict(f)) for f in feats}
     final = {"ok", "skipped", "unparseable"}
-    todo = [f for f in feats if (f.feature_id,) not in exp_log.done(final) or exp_log.rows[(f.feature_id,)].get("method") != explainer.name]
+
+    def fresh(row: dict[str, Any] | None, key: str, statuses: set[str]) -> bool:
+        return row is not None and row.get("status") in statuses and row.get("input_key") == key
+
+    todo = [f for f in feats if not fresh(exp_log.rows.get((f.feature_id,)), rkey[f.feature_id] + explainer.name, final)]
     if todo:
-        explainer.explain_many(todo, progress=progress, on_result=lambda e: exp_log.append(to_dict(e)))
-    explanations = {k[0]: Explanation(**r) for k, r in exp_log.rows.items()}
+        explainer.explain_many(todo, progress=progress, on_result=lambda e: exp_log.append({**to_dict(e), "input_key": rkey[e.feature_id] + explainer.name}))
+    explanations = {k[0]: Explanation(**_strip(r)) for k, r in exp_log.rows.items() if k[0] in rkey}
+    ekey = {fid: _digest([rkey[fid], e.status, e.text]) for fid, e in explanations.items()}
     stage("explain", t0)
 
     # -- simulate
@@ -322,12 +333,16 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
 
     simulator = _make_simulator(cfg, llm, loaded.tokenizer)
     sim_log = JsonlLog(work / "simulations.jsonl", ("feature_id", "method", "simulator"))
-    done = sim_log.done({"ok", "constant", "skipped", "unparseable"})
+    sim_final = {"ok", "constant", "skipped", "unparseable"}
     for method in ("token", "segment"):
-        items = [(f, explanations[f.feature_id]) for f in feats if f.feature_id in explanations and (f.feature_id, method, simulator.name) not in done]
+        items = [
+            (f, explanations[f.feature_id])
+            for f in feats
+            if f.feature_id in explanations and not fresh(sim_log.rows.get((f.feature_id, method, simulator.name)), ekey[f.feature_id], sim_final)
+        ]
         if items:
-            simulate_many(simulator, items, methods=(method,), n_segments=cfg.n_segments, progress=progress, on_result=lambda s: sim_log.append(to_dict(s)))
-    sims = [SimulationScore(**r) for r in sim_log.rows.values() if r["simulator"] == simulator.name]
+            simulate_many(simulator, items, methods=(method,), n_segments=cfg.n_segments, progress=progress, on_result=lambda s: sim_log.append({**to_dict(s), "input_key": ekey[s.feature_id]}))
+    sims = [SimulationScore(**_strip(r)) for r in sim_log.rows.values() if r["simulator"] == simulator.name and r["feature_id"] in ekey]
     stage("simulate", t0)
 
     # -- superposition score
@@ -336,12 +351,11 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
 
     scorer = _make_spscorer(cfg, llm)
     sp_log = JsonlLog(work / "spscores.jsonl", ("feature_id", "method"))
-    sp_done = sp_log.done({"ok", "skipped", "unparseable"})
     sp_name = scorer.name if hasattr(scorer, "name") else getattr(scorer, "method", "")
-    items = [(f, explanations[f.feature_id]) for f in feats if f.feature_id in explanations and (f.feature_id, sp_name) not in sp_done]
+    items = [(f, explanations[f.feature_id]) for f in feats if f.feature_id in explanations and not fresh(sp_log.rows.get((f.feature_id, sp_name)), ekey[f.feature_id], final)]
     if items:
-        score_many(scorer, items, progress=progress, on_result=lambda s: sp_log.append(to_dict(s)))
-    sps = {r["feature_id"]: SuperpositionScore(**r) for r in sp_log.rows.values() if r["method"] == sp_name}
+        score_many(scorer, items, progress=progress, on_result=lambda s: sp_log.append({**to_dict(s), "input_key": ekey[s.feature_id]}))
+    sps = {r["feature_id"]: SuperpositionScore(**_strip(r)) for r in sp_log.rows.values() if r["method"] == sp_name and r["feature_id"] in ekey}
     stage("spscore", t0)
 
     # -- map
@@ -460,6 +474,10 @@ def language_coverage(pairs: list[Any], pair_max: dict[str, dict[str, Any]], sel
     return out
 
 
+def _strip(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k != "input_key"}
+
+
 def _load_records(path: Path) -> list[Any]:
     from safesail_training.db_types import ActivationExample, ConceptHit, FeatureRecords
 
@@ -529,7 +547,7 @@ def _style_check(cfg: BuildDBConfig, loaded: Any, saes: dict[str, Any], selected
     """Max activation of every selected feature on the style probe texts -> AUROC per domain and style."""
     import torch
 
-    from safesail_training.model_metrics import query_site_acts
+    from safesail_training.model_metrics import query_sites_acts
     from safesail_training.select import feature_max
     from safesail_training.style_check import load_style_probe, style_check
 
@@ -541,9 +559,9 @@ def _style_check(cfg: BuildDBConfig, loaded: Any, saes: dict[str, Any], selected
         if blob.get("key") == key:
             return blob["report"]
     columns, domains = [], []
+    all_acts = query_sites_acts(loaded, cfg.points, [t.text for t in texts])  # as user turns, like the pairs: only the style differs
     for p in cfg.points:
-        acts = query_site_acts(loaded, p, [t.text for t in texts])  # as user turns, like the pairs: only the style differs
-        fmax = feature_max(saes[p], acts, saes[p].n_latents)
+        fmax = feature_max(saes[p], all_acts[p], saes[p].n_latents)
         for latent, hits in sorted(selected[p].items()):
             columns.append(fmax[:, latent])
             domains.append(sorted({h.level0 for h in hits}))

@@ -49,19 +49,34 @@ def query_site_acts(
 ) -> list[torch.Tensor]:
     """Activations `[n_tokens_i, d_model]` at `point` for each query's content tokens, in input order."""
     point = HookPoint.parse(point)
+    return query_sites_acts(loaded, [point], texts, chat=chat, batch_tokens=batch_tokens)[point.name]
+
+
+def query_sites_acts(
+    loaded: LoadedModel,
+    points: Sequence[HookPoint | str],
+    texts: Sequence[str],
+    *,
+    chat: bool = True,
+    batch_tokens: int = 4096,
+) -> dict[str, list[torch.Tensor]]:
+    """`query_site_acts` for several points from one forward pass per batch: ``{point name: [acts_i, ...]}``."""
+    parsed = [HookPoint.parse(p) for p in points]
     seqs = encode_queries(loaded, texts, chat=chat)
     indexed = [(enc, mask, i) for i, (enc, mask) in enumerate(seqs)]
-    result: list[torch.Tensor | None] = [None] * len(texts)
+    result: dict[str, list[torch.Tensor | None]] = {p.name: [None] * len(texts) for p in parsed}
     order = sorted(indexed, key=lambda s: len(s[0]))
     batch: list[tuple[EncodedText, list[bool], int]] = []
 
     def flush() -> None:
-        acts = forward_collect(loaded, [point], [(e, m) for e, m, _ in batch])[point]
-        start = 0
-        for _, m, i in batch:
-            n = sum(m)
-            result[i] = acts[start : start + n]
-            start += n
+        out = forward_collect(loaded, parsed, [(e, m) for e, m, _ in batch])
+        for p in parsed:
+            acts = out[p]
+            start = 0
+            for _, m, i in batch:
+                n = sum(m)
+                result[p.name][i] = acts[start : start + n]
+                start += n
 
     for item in order:
         longest = max([len(item[0])] + [len(b[0]) for b in batch])
@@ -71,7 +86,7 @@ def query_site_acts(
         batch.append(item)
     if batch:
         flush()
-    return [r for r in result if r is not None]
+    return {name: [r for r in rows if r is not None] for name, rows in result.items()}
 
 
 @dataclass

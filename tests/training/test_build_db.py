@@ -141,3 +141,17 @@ def test_bad_config_is_rejected_clearly(tmp_path: Path) -> None:
         BuildDBConfig(points=["layers.1.mlp_out", "layers.2.resid_post"])
     with pytest.raises(ValueError, match="repeat a layer"):
         BuildDBConfig(points=["layers.1.mlp_out", "layers.1.mlp_out"])
+
+
+def test_results_made_from_older_records_are_redone(tmp_path: Path, tiny_model_dirs, fake_embedder) -> None:
+    cfg = _setup(tmp_path, tiny_model_dirs["llama"])
+    run_build_db(cfg, log=lambda s: None, progress=False)
+    log_path = tmp_path / "work" / "db" / "explanations.jsonl"
+    n_first = log_path.read_text().count("\n")
+    bigger = cfg.model_copy(update={"explain_tokens": 3000})  # a larger explanation set changes the examples
+    run_build_db(bigger, log=lambda s: None, progress=False)
+    assert log_path.read_text().count("\n") > n_first
+    with NeuronDB.open(cfg.db_dir) as db:
+        f = db.get(db.feature_ids()[0])
+        records = {json.loads(line)["feature_id"]: json.loads(line) for line in (tmp_path / "work" / "db" / "records.jsonl").read_text().splitlines()}
+        assert [e.tokens for e in f.examples] == [e["tokens"] for e in records[f.id]["examples"]]
