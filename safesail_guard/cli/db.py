@@ -287,3 +287,18 @@ def _export_to_file(handle: NeuronDB, fmt: str, out: Path) -> int:
         Path(tmp).unlink(missing_ok=True)
         raise
     return n
+
+
+@app.command("report")
+def report_cmd(
+    db: DbOption = None,
+    work_dir: Annotated[Path, typer.Option("--work-dir", help="The build directory (for its summary, style check and timings).")] = Path("runs/smollm2-135m-instruct"),
+    out: Annotated[Path, typer.Option("--out", help="Markdown file to write; PNGs go beside it.")] = Path("docs/results/neuron_db.md"),
+) -> None:
+    """Write the results page of a database build (markdown + plots)."""
+    from safesail_neuron_db import default_database_path
+    from safesail_training.db_report import write_report
+
+    with _user_errors():
+        path = write_report(db or default_database_path(), work_dir, out)
+    print(f"wrote {path}")
