@@ -15,7 +15,7 @@ runner = CliRunner()
 def test_help_lists_commands() -> None:
     res = runner.invoke(app, ["--help"])
     assert res.exit_code == 0
-    for cmd in ("build-sae", "harvest", "train", "select", "demo", "model", "pairs"):
+    for cmd in ("build-sae", "build-db", "harvest", "train", "select", "demo", "model", "pairs", "db"):
         assert cmd in res.output
 
 
@@ -31,6 +31,8 @@ def test_model_check_passes_on_installed_wheel() -> None:
         (["build-sae", "--point", "layers.3.attn"], "valid sites"),
         (["harvest", "--out", "x", "--point", "nonsense"], "layers.<layer>.<site>"),
         (["model", "info", "/definitely/not/here"], "does not exist"),
+        (["build-db", "--point", "layers.1.mlp_out", "--point", "layers.2.resid_post"], "one hook site"),
+        (["build-db", "--explainer", "gpt"], "explainer"),
     ],
 )
 def test_user_errors_exit_1_with_message(args: list[str], message: str) -> None:
