@@ -48,7 +48,8 @@ class BuildDBConfig(BaseModel):
     train_tokens: int = Field(default=1_000_000, gt=0, description="Activations to harvest when an SAE has to be trained.")
     expansion: int = Field(default=10, ge=1)
     min_precision: float = Field(default=0.75, gt=0, le=1)
-    min_recall: float = Field(default=0.2, gt=0, le=1)
+    min_recall: float = Field(default=0.2, gt=0, le=1, description="Lowest recall bar; raised per layer when target_fdr is set.")
+    target_fdr: float | None = Field(default=0.1, gt=0, lt=1, description="Raise the recall bar until the side-swap null predicts at most this false-discovery rate (None: the fixed paper bars).")
     max_features_per_layer: int = Field(default=400, ge=1, description="Cap per layer (best precision x recall first) to keep the database small.")
     explain_tokens: int = Field(default=150_000, ge=1000, description="Token budget of the explanation set.")
     risky_share: float = Field(default=0.3, ge=0, le=1, description="Share of the explanation set drawn from safety-rich text.")
@@ -207,7 +208,7 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
     from safesail_guard.sae import TopKSAE
     from safesail_training.act_records import RecordsConfig, collect_acts, feature_records, fit_thresholds
     from safesail_training.corpus.pairs import load_pairs
-    from safesail_training.db_filter import FilterConfig, filter_features
+    from safesail_training.db_filter import FilterConfig, calibrate_recall, filter_features
     from safesail_training.db_types import ConceptHit, Explanation, SimulationScore, SuperpositionScore, to_dict
     from safesail_training.model_metrics import query_sites_acts
     from safesail_training.select import feature_max
@@ -264,18 +265,23 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
             pair_max[p] = blobs[p]
     stage("pairs", t0)
 
-    fcfg = FilterConfig(min_precision=cfg.min_precision, min_recall=cfg.min_recall)
+    base = FilterConfig(min_precision=cfg.min_precision, min_recall=cfg.min_recall)
     selected: dict[str, dict[int, list[ConceptHit]]] = {}
     filter_stats: dict[str, Any] = {}
     for p in cfg.points:
+        fcfg, calibration = base, None
+        if cfg.target_fdr is not None:
+            cal = calibrate_recall(pair_max[p]["concept"], pair_max[p]["deconcept"], concepts, base, target_fdr=cfg.target_fdr, seed=cfg.seed)
+            fcfg, calibration = cal.config, {"estimated_fdr": round(cal.estimated_fdr, 3), "sweep": cal.sweep}
+            log(f"[{p}] recall bar {fcfg.min_recall} (estimated false discoveries {cal.estimated_fdr:.0%}; at 0.2 it would be {cal.sweep[0]['fdr']:.0%})")
         hits = filter_features(pair_max[p]["concept"], pair_max[p]["deconcept"], concepts, fcfg)
         passed = len(hits)
         if len(hits) > cfg.max_features_per_layer:
             ranked = sorted(hits, key=lambda j: (-max(h.precision * h.recall for h in hits[j]), j))
             hits = {j: hits[j] for j in sorted(ranked[: cfg.max_features_per_layer])}
         selected[p] = hits
-        filter_stats[p] = {"passed": passed, "kept": len(hits)}
-        log(f"[{p}] filter: {passed} features pass precision>={cfg.min_precision}, recall>={cfg.min_recall}; keeping {len(hits)}")
+        filter_stats[p] = {"passed": passed, "kept": len(hits), "min_precision": fcfg.min_precision, "min_recall": fcfg.min_recall, "calibration": calibration}
+        log(f"[{p}] filter: {passed} features pass precision>={fcfg.min_precision}, recall>={fcfg.min_recall}; keeping {len(hits)}")
     _write_json(work / "filter.json", {p: {str(j): [to_dict(h) for h in hs] for j, hs in sel.items()} for p, sel in selected.items()})
     languages = language_coverage(pairs, pair_max, selected)
 

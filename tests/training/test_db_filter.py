@@ -61,3 +61,44 @@ def test_concepts_with_too_few_pairs_are_skipped_and_bad_shapes_rejected() -> No
         precision_recall(torch.ones(3, 2), torch.zeros(2, 2))
     with pytest.raises(ValueError):
         FilterConfig(min_precision=0)
+
+
+def _noisy_pairs(seed: int = 0, n_concepts: int = 4, n_pairs: int = 20, n_features: int = 400, rate: float = 0.25):
+    """Features firing at random on a quarter of queries, plus 5 real concept features per concept."""
+    g = torch.Generator().manual_seed(seed)
+    concepts = [("d", f"c{i}") for i in range(n_concepts) for _ in range(n_pairs)]
+    c = (torch.rand(n_concepts * n_pairs, n_features, generator=g) < rate).float()
+    d = (torch.rand(n_concepts * n_pairs, n_features, generator=g) < rate).float()
+    real = {}
+    for i in range(n_concepts):
+        rows = slice(i * n_pairs, (i + 1) * n_pairs)
+        for j in range(5):
+            f = i * 5 + j
+            c[rows, f] = (torch.arange(n_pairs) % 5 != j % 5).float()  # fires on exactly 80% of its concept's queries
+            d[rows, f] = 0.0
+            real[f] = f"c{i}"
+    return c, d, concepts, real
+
+
+def test_null_count_is_near_zero_for_real_features_and_large_for_chance_ones() -> None:
+    c, d, concepts, real = _noisy_pairs()
+    from safesail_training.db_filter import null_pass_count
+
+    passed = filter_features(c, d, concepts)
+    assert set(real) <= set(passed)  # the planted features pass
+    null = null_pass_count(c, d, concepts, FilterConfig())
+    assert null > 0.3 * len(passed)  # and many chance features pass the paper's bars too
+
+
+def test_calibration_raises_recall_until_the_null_is_small() -> None:
+    from safesail_training.db_filter import calibrate_recall
+
+    c, d, concepts, real = _noisy_pairs()
+    cal = calibrate_recall(c, d, concepts, FilterConfig(), target_fdr=0.1)
+    assert cal.config.min_recall > 0.2 and cal.estimated_fdr <= 0.1
+    kept = filter_features(c, d, concepts, cal.config)
+    assert set(real) <= set(kept) and len(kept) <= len(real) * 1.2
+    assert [s["min_recall"] for s in cal.sweep] == sorted(s["min_recall"] for s in cal.sweep)
+    assert cal.sweep[0]["min_recall"] == 0.2 and cal.sweep[0]["fdr"] > 0.1
+    with pytest.raises(ValueError):
+        calibrate_recall(c, d, concepts, FilterConfig(), target_fdr=0)
