@@ -22,7 +22,7 @@ $(STAMP): $(BOOTSTRAP_INPUTS)
 	$(VPY) -m safesail_guard.cli model check
 	@touch $(STAMP)
 
-# Until the proxy exists, `make run` runs the end-to-end demo: harvest -> train -> metrics -> selection.
+# Until the proxy exists, `make run` shows the shipped neuron database (info, a search, one feature).
 run: $(STAMP)
 	$(VENV)/bin/safesail demo
 

@@ -53,6 +53,7 @@ class BuildDBConfig(BaseModel):
     max_features_per_layer: int = Field(default=400, ge=1, description="Cap per layer (best precision x recall first) to keep the database small.")
     explain_tokens: int = Field(default=150_000, ge=1000, description="Token budget of the explanation set.")
     risky_share: float = Field(default=0.3, ge=0, le=1, description="Share of the explanation set drawn from safety-rich text.")
+    min_top_risky: float = Field(default=0.5, ge=0, le=1, description="Keep a feature only if at least this share of its top-activating explanation windows come from safety-rich text (0 turns the check off).")
     explainer: Literal["offline", "openai"] = "offline"
     simulator: Literal["embedding", "openai"] = "embedding"
     spscorer: Literal["offline", "openai"] = "offline"
@@ -283,7 +284,6 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
         filter_stats[p] = {"passed": passed, "kept": len(hits), "min_precision": fcfg.min_precision, "min_recall": fcfg.min_recall, "calibration": calibration}
         log(f"[{p}] filter: {passed} features pass precision>={fcfg.min_precision}, recall>={fcfg.min_recall}; keeping {len(hits)}")
     _write_json(work / "filter.json", {p: {str(j): [to_dict(h) for h in hs] for j, hs in sel.items()} for p, sel in selected.items()})
-    languages = language_coverage(pairs, pair_max, selected)
 
     # -- explanation set: records + thresholds
     rcfg = RecordsConfig()
@@ -314,6 +314,19 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
     feats = _load_records(records_path)
     thr_blob = torch.load(thr_path)
     log(f"activation records: {len(feats)} features over {thr_blob['n_tokens']:,} explanation tokens")
+    specificity: dict[str, Any] = {"min_top_risky": cfg.min_top_risky}
+    if cfg.min_top_risky > 0:
+        kinds = _source_kinds(cfg)
+        before = len(feats)
+        shares = {f.feature_id: top_risky_share(f, kinds) for f in feats}
+        feats = [f for f in feats if shares[f.feature_id] >= cfg.min_top_risky]
+        specificity.update({"before": before, "kept": len(feats), "per_layer": {p: sum(1 for f in feats if f.layer == layers[p]) for p in cfg.points}})
+        log(f"specificity: {len(feats)} of {before} features have >= {cfg.min_top_risky:.0%} of their top windows in safety-rich text")
+        if not feats:
+            raise ValueError("no feature passed the specificity check; lower --min-top-risky or add safety-rich explanation text")
+    final_ids = {(f.layer, f.latent) for f in feats}
+    final_sel = {p: {lat: hits for lat, hits in selected[p].items() if (layers[p], lat) in final_ids} for p in cfg.points}
+    languages = language_coverage(pairs, pair_max, final_sel)
 
     # -- explain
     t0 = time.perf_counter()
@@ -386,7 +399,7 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
 
     # -- style generalisation check (evaluation only: never feeds back into selection)
     t0 = time.perf_counter()
-    style = _style_check(cfg, loaded, saes, selected, layers, work, log)
+    style = _style_check(cfg, loaded, saes, final_sel, layers, work, log)
     stage("style", t0)
 
     # -- write the database
@@ -405,16 +418,21 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
         "pairs": len(pairs),
     })
     writer = DatabaseWriter(cfg.db_dir, model=loaded.identity.to_dict() | {"path": None}, site=site, sae_configs=sae_cfgs, build=build_params, seed=cfg.seed, map_method=map_method)
+    kept = {(f.layer, f.latent) for f in feats}
     for p in cfg.points:
         sae = saes[p]
         tb = thr_blob[p]
-        lat = tb["latents"]
+        rows = torch.tensor([i for i, lat_i in enumerate(tb["latents"].tolist()) if (layers[p], lat_i) in kept], dtype=torch.long)
+        if rows.numel() == 0:
+            log(f"[{p}] no feature left after the checks; the database has no encoder for layer {layers[p]}")
+            continue
+        lat = tb["latents"][rows]
         writer.add_encoder(
             layers[p],
             latents=lat,
             W_enc=sae.W_enc.detach()[lat].float(),
             b_enc=sae.b_enc.detach()[lat].float(),
-            threshold=tb["threshold"].float(),
+            threshold=tb["threshold"][rows].float(),
             W_dec=sae.W_dec.detach()[lat].float(),
             b_dec=sae.b_dec.detach().float(),
         )
@@ -438,7 +456,8 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
         "db": str(db_path),
         "features": len(feats),
         "filter": filter_stats,
-        "threshold_agreement": {p: {"median_precision": float(thr_blob[p]["precision"].median()), "median_recall": float(thr_blob[p]["recall"].median())} for p in cfg.points},
+        "specificity": specificity,
+        "threshold_agreement": {p: _agreement(thr_blob[p], {f.latent for f in feats if f.layer == layers[p]}) for p in cfg.points},
         "style_check": style,
         "languages": languages,
         "timings_s": timings,
@@ -478,6 +497,43 @@ def language_coverage(pairs: list[Any], pair_max: dict[str, dict[str, Any]], sel
                 "deconcept_rate": round(sum(d_hit) / len(idx), 3),
             }
     return out
+
+
+def _source_kinds(cfg: BuildDBConfig) -> dict[str, str]:
+    """Corpus record source -> kind ("risky", "chat", "doc", ...), to tell safety-rich explanation text apart."""
+    from safesail_training.build_sae import BuildSAEConfig, _records
+
+    kinds: dict[str, str] = {}
+    for r in _records(BuildSAEConfig(model=cfg.model, out_dir=cfg.work_dir, seed=cfg.seed)):
+        kinds.setdefault(str(getattr(r, "source", "")), str(getattr(r, "kind", "doc")))
+    return kinds
+
+
+def top_risky_share(feat: Any, kinds: dict[str, str]) -> float:
+    """Share of a feature's top-activating windows that come from safety-rich ("risky") corpus text."""
+    top = [e for e in feat.examples if e.kind == "top"]
+    if not top:
+        return 0.0
+    return sum(1 for e in top if kinds.get(e.source) == "risky") / len(top)
+
+
+def _agreement(blob: dict[str, Any], latents: set[int]) -> dict[str, float | int]:
+    """Median threshold-vs-TopK agreement over the latents that made it into the database."""
+    idx = [i for i, lat in enumerate(blob["latents"].tolist()) if lat in latents]
+    if not idx:
+        return {"features": 0, "median_precision": float("nan"), "median_recall": float("nan")}
+    rows = torch_index(idx)
+    return {
+        "features": len(idx),
+        "median_precision": round(float(blob["precision"][rows].median()), 4),
+        "median_recall": round(float(blob["recall"][rows].median()), 4),
+    }
+
+
+def torch_index(idx: list[int]) -> Any:
+    import torch
+
+    return torch.tensor(idx, dtype=torch.long)
 
 
 def _strip(row: dict[str, Any]) -> dict[str, Any]:

@@ -90,6 +90,12 @@ def write_report(db_path: Path, work_dir: Path, out_md: Path, *, title: str = "N
             for k, sw in sweeps.items():
                 lines.append(f"| {k} | " + "; ".join(f"{x['min_recall']}: {x['passed']} / {x['null_passed']:.0f}" for x in sw) + " |")
         lines += [""]
+    spec = summary.get("specificity") or {}
+    if spec.get("before"):
+        lines += [f"Specificity check: a feature is kept only if at least {spec['min_top_risky']:.0%} of its top-activating explanation "
+                  f"windows come from safety-rich text (base rate of such text in the explanation set: about 30% of tokens). "
+                  f"{spec['kept']} of {spec['before']} filtered features pass "
+                  f"({', '.join(f'{k}: {v}' for k, v in spec.get('per_layer', {}).items())}).", ""]
     table: dict[str, Counter[int]] = defaultdict(Counter)
     for f in feats:
         for d in f.domains:
@@ -129,7 +135,8 @@ def write_report(db_path: Path, work_dir: Path, out_md: Path, *, title: str = "N
                   "threshold (best F1 against TopK firing on the explanation set). Agreement with TopK, median over features:", "",
                   "| point | precision | recall |", "|---|---:|---:|"]
         for p, v in summary["threshold_agreement"].items():
-            lines.append(f"| {p} | {v['median_precision']:.3f} | {v['median_recall']:.3f} |")
+            if v.get("features", 1):
+                lines.append(f"| {p} | {v['median_precision']:.3f} | {v['median_recall']:.3f} |")
         lines += [""]
 
     # -- CorrScore

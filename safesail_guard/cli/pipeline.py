@@ -197,8 +197,19 @@ def register(app: typer.Typer) -> None:
     app.command("train")(train_cmd)
 
     @app.command("demo")
-    def demo(quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False) -> None:
-        """The end-to-end demo behind `make run`: the default `build-sae` for the embedded model (~47 min first run, resumable)."""
-        print("safesail demo: harvest 1M tokens of SmolLM2 activations, train TopK SAEs for k in 16/32/64/128/256,")
-        print("measure them and pick a config on the concept pairs. Resumable: rerun to continue; a finished build replays.")
-        build_sae(quiet=quiet)
+    def demo(query: Annotated[str, typer.Option(help="Words to search the shipped database for.")] = "knife attack") -> None:
+        """What `make run` shows until the guard proxy lands: the embedded model check and the shipped neuron database."""
+        from safesail_guard.cli import db as db_cli
+
+        print("safesail demo: the shipped neuron database of SmolLM2-135M-Instruct safety features")
+        print("(rebuild it with `make db`; train SAE sweeps with `make build-sae`).\n")
+        db_cli.info(db=None, as_json=False)
+        print(f"\n$ safesail db search {query!r} --limit 5")
+        db_cli.search(query, limit=5, layer=None, domain=None, db=None, as_json=False)
+        from safesail_neuron_db import NeuronDB
+
+        with NeuronDB.open(verify=False) as handle:
+            hits = handle.search(query, limit=1)
+        if hits:
+            print(f"\n$ safesail db show {hits[0].id}")
+            db_cli.show(hits[0].id, examples=3, db=None, as_json=False)

@@ -59,7 +59,7 @@ def _setup(tmp_path: Path, model_dir: Path, **kw) -> BuildDBConfig:
     base = dict(
         model=str(model_dir), work_dir=tmp_path / "work", out=tmp_path / "db", points=POINTS, k=8,
         min_precision=0.5, min_recall=0.3, max_features_per_layer=4, explain_tokens=1500, pairs=[_pairs_file(tmp_path)],
-        map_method="pca",
+        map_method="pca", min_top_risky=0.0,
     )
     base.update(kw)
     return BuildDBConfig(**base)
@@ -155,3 +155,29 @@ def test_results_made_from_older_records_are_redone(tmp_path: Path, tiny_model_d
         f = db.get(db.feature_ids()[0])
         records = {json.loads(line)["feature_id"]: json.loads(line) for line in (tmp_path / "work" / "db" / "records.jsonl").read_text().splitlines()}
         assert [e.tokens for e in f.examples] == [e["tokens"] for e in records[f.id]["examples"]]
+
+
+def test_top_risky_share_counts_top_windows_from_safety_rich_text() -> None:
+    from safesail_training.build_db import top_risky_share
+    from safesail_training.db_types import ActivationExample, FeatureRecords
+
+    def ex(kind: str, source: str) -> ActivationExample:
+        return ActivationExample(["a"], [1.0], [10], 1.0, kind, 10, source)
+
+    f = FeatureRecords("1_1", 1, 1, [], 1.0, 0.1, [ex("top", "r1"), ex("top", "d1"), ex("top", "r2"), ex("top", "c1"), ex("quiet", "r1")])
+    assert top_risky_share(f, {"r1": "risky", "r2": "risky", "d1": "doc", "c1": "chat"}) == 0.5
+    assert top_risky_share(FeatureRecords("1_2", 1, 2, [], 0.0, 0.0, []), {}) == 0.0
+
+
+def test_specificity_check_drops_features_and_their_encoder_rows(tmp_path: Path, tiny_model_dirs, fake_embedder, monkeypatch) -> None:
+    cfg = _setup(tmp_path, tiny_model_dirs["llama"], min_top_risky=0.0)
+    everything = run_build_db(cfg, log=lambda s: None, progress=False)
+    # a random model has no safety-rich features; let odd latents count as specific to test the mechanics
+    monkeypatch.setattr(build_db_mod, "top_risky_share", lambda feat, kinds: float(feat.latent % 2))
+    strict = run_build_db(cfg.model_copy(update={"min_top_risky": 0.5, "out": tmp_path / "db2"}), log=lambda s: None, progress=False)
+    assert strict["specificity"]["before"] == everything["features"]
+    assert strict["features"] == strict["specificity"]["kept"] < everything["features"]
+    with NeuronDB.open(tmp_path / "db2") as db:
+        assert all(int(f.split("_")[1]) % 2 == 1 for f in db.feature_ids())
+        for layer in db.layers:
+            assert db.encoder(layer)["latents"].numel() == len(db.feature_ids(layer=layer))
