@@ -219,8 +219,16 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
 
+    computed_path = work / "stage_times.json"
+    computed: dict[str, float] = json.loads(computed_path.read_text()) if computed_path.is_file() else {}
+
     def stage(name: str, t0: float) -> None:
         timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - t0, 1)
+
+    def computed_now(name: str, seconds: float) -> None:
+        """Remember how long a stage took when it really ran (a cached rerun does not overwrite it)."""
+        computed[name] = round(seconds, 1)
+        _write_json(computed_path, computed)
 
     t0 = time.perf_counter()
     sae_dirs = _ensure_saes(cfg, log, progress)
@@ -264,6 +272,7 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
             torch.save(blobs[p], tmp)
             os.replace(tmp, cache)
             pair_max[p] = blobs[p]
+        computed_now("pairs", time.perf_counter() - t0)
     stage("pairs", t0)
 
     base = FilterConfig(min_precision=cfg.min_precision, min_recall=cfg.min_recall)
@@ -310,6 +319,7 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
         torch.save({**thresholds, "n_tokens": ex.n_tokens, "n_texts": len(pool)}, thr_path)
         _write_json(records_meta, want_meta)
         del ex
+        computed_now("records", time.perf_counter() - t0)
     stage("records", t0)
     feats = _load_records(records_path)
     thr_blob = torch.load(thr_path)
@@ -342,6 +352,7 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
     todo = [f for f in feats if not fresh(exp_log.rows.get((f.feature_id,)), rkey[f.feature_id] + explainer.name, final)]
     if todo:
         explainer.explain_many(todo, progress=progress, on_result=lambda e: exp_log.append({**to_dict(e), "input_key": rkey[e.feature_id] + explainer.name}))
+        computed_now("explain", time.perf_counter() - t0)
     explanations = {k[0]: Explanation(**_strip(r)) for k, r in exp_log.rows.items() if k[0] in rkey}
     ekey = {fid: _digest([rkey[fid], e.status, e.text]) for fid, e in explanations.items()}
     stage("explain", t0)
@@ -361,6 +372,8 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
         ]
         if items:
             simulate_many(simulator, items, methods=(method,), n_segments=cfg.n_segments, progress=progress, on_result=lambda s: sim_log.append({**to_dict(s), "input_key": ekey[s.feature_id]}))
+    if time.perf_counter() - t0 > 1.0:
+        computed_now("simulate", time.perf_counter() - t0)
     sims = [SimulationScore(**_strip(r)) for r in sim_log.rows.values() if r["simulator"] == simulator.name and r["feature_id"] in ekey]
     stage("simulate", t0)
 
@@ -374,6 +387,7 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
     items = [(f, explanations[f.feature_id]) for f in feats if f.feature_id in explanations and not fresh(sp_log.rows.get((f.feature_id, sp_name)), ekey[f.feature_id], final)]
     if items:
         score_many(scorer, items, progress=progress, on_result=lambda s: sp_log.append({**to_dict(s), "input_key": ekey[s.feature_id]}))
+        computed_now("spscore", time.perf_counter() - t0)
     sps = {r["feature_id"]: SuperpositionScore(**_strip(r)) for r in sp_log.rows.values() if r["method"] == sp_name and r["feature_id"] in ekey}
     stage("spscore", t0)
 
@@ -395,11 +409,14 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
         coords = {f.feature_id: (round(float(x), 5), round(float(y), 5)) for f, (x, y) in zip(feats, res.coords.tolist(), strict=True)}
         map_method = res.method
         _write_json(map_path, {"key": map_key, "method": map_method, "coords": coords})
+        computed_now("map", time.perf_counter() - t0)
     stage("map", t0)
 
     # -- style generalisation check (evaluation only: never feeds back into selection)
     t0 = time.perf_counter()
     style = _style_check(cfg, loaded, saes, final_sel, layers, work, log)
+    if time.perf_counter() - t0 > 2.0:
+        computed_now("style", time.perf_counter() - t0)
     stage("style", t0)
 
     # -- write the database
@@ -461,41 +478,38 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
         "style_check": style,
         "languages": languages,
         "timings_s": timings,
+        "stage_seconds_when_computed": computed,
     }
     _write_json(work / "summary.json", summary)
     log(f"database written to {db_path} ({len(feats)} features) in {timings['total']:.0f} s")
     return summary
 
 
-def language_coverage(pairs: list[Any], pair_max: dict[str, dict[str, Any]], selected: dict[str, dict[int, list[Any]]]) -> dict[str, dict[str, dict[str, float | int]]]:
-    """Per language and domain: share of concept queries on which some selected feature of that domain fires,
-    and the same on the de-concept twins. A language whose concept rate is near its twin rate (or 0) gets no
-    working feature for that domain - reported, not hidden."""
-    out: dict[str, dict[str, dict[str, float | int]]] = {}
-    langs = sorted({p.lang for p in pairs})
-    for lang in langs:
+def language_coverage(pairs: list[Any], pair_max: dict[str, dict[str, Any]], selected: dict[str, dict[int, list[Any]]]) -> dict[str, dict[str, dict[str, float | int | None]]]:
+    """Per language and domain: AUROC of the domain detector (max activation over the features selected for the
+    domain) on concept queries against their de-concept twins. 0.5 means the twin looks the same as the
+    concept to the selected features - no working detector for that language and domain."""
+    import torch
+
+    from safesail_training.style_check import auroc
+
+    out: dict[str, dict[str, dict[str, float | int | None]]] = {}
+    for lang in sorted({p.lang for p in pairs}):
         for dom in sorted({p.level0 for p in pairs}):
             idx = [i for i, p in enumerate(pairs) if p.lang == lang and p.level0 == dom]
             if not idx:
                 continue
-            c_hit = [False] * len(idx)
-            d_hit = [False] * len(idx)
+            c_score = torch.zeros(len(idx))
+            d_score = torch.zeros(len(idx))
             n_feats = 0
             for point, sel in selected.items():
                 cols = [j for j, hits in sel.items() if any(h.level0 == dom for h in hits)]
                 n_feats += len(cols)
-                if not cols:
-                    continue
-                cm = pair_max[point]["concept"][idx][:, cols]
-                dm = pair_max[point]["deconcept"][idx][:, cols]
-                c_hit = [a or bool(b) for a, b in zip(c_hit, (cm > 0).any(1).tolist(), strict=True)]
-                d_hit = [a or bool(b) for a, b in zip(d_hit, (dm > 0).any(1).tolist(), strict=True)]
-            out.setdefault(lang, {})[dom] = {
-                "pairs": len(idx),
-                "features": n_feats,
-                "concept_rate": round(sum(c_hit) / len(idx), 3),
-                "deconcept_rate": round(sum(d_hit) / len(idx), 3),
-            }
+                if cols:
+                    c_score = torch.maximum(c_score, pair_max[point]["concept"][idx][:, cols].max(1).values)
+                    d_score = torch.maximum(d_score, pair_max[point]["deconcept"][idx][:, cols].max(1).values)
+            value = auroc(c_score.tolist(), d_score.tolist()) if n_feats else None
+            out.setdefault(lang, {})[dom] = {"pairs": len(idx), "features": n_feats, "auroc": None if value is None else round(value, 3)}
     return out
 
 

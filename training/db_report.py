@@ -68,11 +68,18 @@ def write_report(db_path: Path, work_dir: Path, out_md: Path, *, title: str = "N
     sizes = {name: meta["bytes"] for name, meta in info["files"].items()}
     total = sum(sizes.values()) + (db_path / "manifest.json").stat().st_size
     lines += [f"Size on disk: {total / 1e6:.1f} MB ({', '.join(f'{k} {v / 1e6:.1f} MB' for k, v in sorted(sizes.items()))}).", ""]
-    if summary.get("timings_s"):
-        t = summary["timings_s"]
-        lines += ["## Build time (this 2-core CPU)", "", "| stage | seconds |", "|---|---:|"]
-        lines += [f"| {k} | {v:.0f} |" for k, v in t.items()]
-        lines += [""]
+    computed = summary.get("stage_seconds_when_computed") or {}
+    if computed or summary.get("timings_s"):
+        this_run = summary.get("timings_s", {})
+        lines += ["## Build time (this 2-core CPU)", "",
+                  "Seconds each stage took when it last really ran (stages are cached, so a rerun skips finished ones), and "
+                  "in the latest run:", "", "| stage | when computed | latest run |", "|---|---:|---:|"]
+        for k in ["pairs", "records", "explain", "simulate", "spscore", "map", "style", "write"]:
+            if k in computed or k in this_run:
+                lines.append(f"| {k} | {_f(computed.get(k), 0)} | {_f(this_run.get(k), 0)} |")
+        if computed:
+            lines.append(f"| **sum** | **{sum(computed.values()) / 60:.1f} min** | {this_run.get('total', 0) / 60:.1f} min |")
+        lines += ["", "These are the stages from trained SAEs to the database; training the SAEs (`safesail build-sae`) is not included.", ""]
 
     # -- features per domain and layer
     lines += ["## Features per domain and layer", ""]
@@ -113,20 +120,20 @@ def write_report(db_path: Path, work_dir: Path, out_md: Path, *, title: str = "N
     # -- languages
     if summary.get("languages"):
         lines += ["## Languages", "",
-                  "Share of concept queries on which some selected feature of the query's domain fires, against the same share on the "
-                  "de-concept twins (concept / twin). English pairs are the ones the filter selected on, so English is in-sample; the "
-                  "other languages only contributed a handful of pairs each. A cell where the two rates are close means no working "
-                  "detector for that language and domain.", ""]
+                  "AUROC of each domain's detector (max activation over the features selected for the domain) on concept queries "
+                  "against their de-concept twins, per language. 0.5 = the twin looks the same as the concept. English pairs are "
+                  "the ones the filter selected on, so English is in-sample; the other languages have 3 pairs per domain, so "
+                  "their cells are coarse.", ""]
         langs = summary["languages"]
-        lines += ["| domain | " + " | ".join(langs) + " |", "|---|" + "---|" * len(langs)]
+        lines += ["| domain | " + " | ".join(langs) + " |", "|---|" + "---:|" * len(langs)]
         for d in domains:
             cells = []
             for lang in langs:
                 c = langs[lang].get(d)
-                cells.append("-" if c is None else f"{c['concept_rate']:.2f} / {c['deconcept_rate']:.2f} (n={c['pairs']})")
+                cells.append("-" if c is None else f"{_f(c.get('auroc'))} (n={c['pairs']})")
             lines.append(f"| {d} | " + " | ".join(cells) + " |")
-        weak = [f"{lang}/{d}" for lang, per in langs.items() for d, c in per.items() if c["concept_rate"] - c["deconcept_rate"] < 0.2]
-        lines += ["", f"Language/domain cells where concept and twin rates differ by less than 0.2: {', '.join(weak) if weak else 'none'}.", ""]
+        weak = [f"{lang}/{d}" for lang, per in langs.items() for d, c in per.items() if c.get("auroc") is None or c["auroc"] <= 0.6]
+        lines += ["", f"Language/domain cells at or below AUROC 0.6 (no useful detector): {', '.join(weak) if weak else 'none'}.", ""]
 
     # -- thresholds
     if summary.get("threshold_agreement"):
@@ -251,7 +258,7 @@ def _taxonomy_domains() -> list[str]:
     try:
         from safesail_training.corpus.pairs import load_taxonomy
 
-        return list(load_taxonomy().level0s())
+        return list(load_taxonomy().level0s)
     except Exception:  # noqa: BLE001 - the report still works without the taxonomy
         return []
 

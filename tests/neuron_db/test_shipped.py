@@ -25,7 +25,7 @@ def test_shipped_database_verifies_against_the_embedded_model() -> None:
         # features in every level-0 domain of the taxonomy, or the gap is on the results page
         from safesail_training.corpus.pairs import load_taxonomy
 
-        missing = set(load_taxonomy().level0s()) - set(info["counts"]["per_domain"])
+        missing = set(load_taxonomy().level0s) - set(info["counts"]["per_domain"])
         if missing:
             page = (default_database_path().parents[3] / "docs" / "results" / "neuron_db.md")
             assert page.is_file() and all(d in page.read_text() for d in missing)

@@ -19,8 +19,9 @@ def test_report_from_a_database_and_summary(tmp_path: Path) -> None:
         "timings_s": {"pairs": 12.0, "records": 30.5, "total": 50.0},
         "filter": {"layers.0.mlp_out": {"passed": 30, "kept": 12}},
         "threshold_agreement": {"layers.0.mlp_out": {"median_precision": 0.91, "median_recall": 0.87}},
-        "languages": {"en": {"violence": {"pairs": 10, "features": 3, "concept_rate": 0.9, "deconcept_rate": 0.1}},
-                      "hi": {"violence": {"pairs": 3, "features": 3, "concept_rate": 0.33, "deconcept_rate": 0.33}}},
+        "languages": {"en": {"violence": {"pairs": 10, "features": 3, "auroc": 0.9}},
+                      "hi": {"violence": {"pairs": 3, "features": 3, "auroc": 0.5}}},
+        "stage_seconds_when_computed": {"pairs": 100.0, "records": 200.0},
     }
     (work / "db" / "summary.json").write_text(json.dumps(summary))
     (work / "db" / "style_check.json").write_text(json.dumps({"markdown": "| domain | x |\n|---|---|\n| violence | 0.70 |"}))
@@ -31,7 +32,8 @@ def test_report_from_a_database_and_summary(tmp_path: Path) -> None:
     assert f"{n} features" in text
     for heading in ("## Features per domain and layer", "## Languages", "## Guard thresholds vs TopK", "## Simulation scores", "## Style generalisation", "## Example features"):
         assert heading in text, heading
-    assert "hi/violence" in text  # equal concept and twin rates are called out, not hidden
+    assert "hi/violence" in text and "en/violence" not in text  # a chance-level cell is called out, not hidden
+    assert "| **sum** | **5.0 min** |" in text
     assert "| layers.0.mlp_out | 0.910 | 0.870 |" in text
     for png in re.findall(r"\]\(([^)]+\.png)\)", text):
         assert (out.parent / png).stat().st_size > 1000, png
