@@ -222,7 +222,9 @@ def write_report(db_path: Path, work_dir: Path, out_md: Path, *, title: str = "N
 
         png = plot_map(np.array([[f.map_x, f.map_y] for f in mapped]), [f.domain or "none" for f in mapped], out_md.parent / f"{stem}_map.png", title=f"Neuron map ({info['map_method']}), coloured by domain")
         if png:
-            lines += ["## Neuron map", "", f"Explanations embedded with all-MiniLM-L6-v2 and projected with {info['map_method']}; nearby points have similar explanations.", "", f"![neuron map]({png.name})", ""]
+            note = (" The offline explainer writes the concept tags into each explanation, so part of the grouping by domain is by construction; with an LLM explainer the map reflects the explanations alone."
+                    if manifest.build.get("explainer") == "offline" else "")
+            lines += ["## Neuron map", "", f"Explanations embedded with all-MiniLM-L6-v2 and projected with {info['map_method']}; nearby points have similar explanations.{note}", "", f"![neuron map]({png.name})", ""]
 
     # -- style check
     style = work_dir / "db" / "style_check.json"
