@@ -149,6 +149,7 @@ def _ensure_saes(cfg: BuildDBConfig, log: Log, progress: bool) -> dict[str, Path
             BuildSAEConfig(model=cfg.model, out_dir=cfg.work_dir, points=missing, ks=[cfg.k], train_tokens=cfg.train_tokens, expansion=cfg.expansion, seed=cfg.seed, pairs=list(cfg.pairs)),
             log=log,
             progress=progress,
+            measure=False,  # FVU/dNTP/selection are build-sae's report; the pairs are measured below in one pass
         )
     return dirs
 

@@ -79,8 +79,11 @@ def _write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def run_build(cfg: BuildSAEConfig, *, log: Log = print, progress: bool = True, harvest_only: bool = False) -> dict[str, Any]:
-    """Run (or resume) the whole build; returns the selection report as a dict (empty with `harvest_only`)."""
+def run_build(cfg: BuildSAEConfig, *, log: Log = print, progress: bool = True, harvest_only: bool = False, measure: bool = True) -> dict[str, Any]:
+    """Run (or resume) the whole build; returns the selection report as a dict (empty with `harvest_only`).
+
+    ``measure=False`` trains the SAEs and stops there: no FVU/dNTP/selection metrics and no report (what
+    `build-db` needs when it has to train missing SAEs; it measures the pairs itself in one pass)."""
     import torch
 
     from safesail_guard.models import load_model
@@ -120,6 +123,19 @@ def run_build(cfg: BuildSAEConfig, *, log: Log = print, progress: bool = True, h
     log(f"held-out activations: {he.n_tokens:,} tokens")
     if harvest_only:
         return {}
+    if not measure:
+        for point_name in cfg.points:
+            train_shards = open_shards(out / "acts" / "train" / point_name)
+            for k in cfg.ks:
+                sae_dir = out / "saes" / point_name / f"k{k}"
+                if (sae_dir / "sae.safetensors").is_file() and (sae_dir / "cfg.json").is_file():
+                    continue
+                t0 = time.perf_counter()
+                tcfg = TrainConfig(k=k, expansion=cfg.expansion, batch_size=cfg.batch_size, seed=cfg.seed, val_fraction=0.0)
+                train_sae(train_shards, tcfg, sae_dir, progress=progress)
+                timings[f"train:{point_name}:k{k}"] = time.perf_counter() - t0
+                log(f"[{point_name} k={k}] trained in {timings[f'train:{point_name}:k{k}']:.0f} s")
+        return {"timings_s": {k: round(v, 1) for k, v in timings.items()}}
 
     pairs = load_pairs(list(cfg.pairs) or None)
     domains = [p.level0 for p in pairs]

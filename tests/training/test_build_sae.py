@@ -78,3 +78,19 @@ def test_bad_build_config() -> None:
 
 def test_markdown_handles_empty() -> None:
     assert selection_markdown({"configs": [], "t": 0.25, "model": {"name": "x"}}) == "No configs.\n"
+
+
+def test_train_only_build_skips_metrics_and_reuses_finished_saes(tiny_model_dirs, small_inputs, tmp_path: Path) -> None:
+    corpus, pairs = small_inputs
+    cfg = BuildSAEConfig(
+        model=str(tiny_model_dirs["qwen2"]), out_dir=tmp_path / "out", points=["layers.1.mlp_out", "layers.2.mlp_out"],
+        train_tokens=3000, eval_records=20, ks=[4], expansion=2, batch_size=128, user_corpus=[corpus], replace_corpus=True, pairs=[pairs],
+    )
+    logs: list[str] = []
+    out = run_build(cfg, log=logs.append, progress=False, measure=False)
+    assert set(out["timings_s"]) >= {"train:layers.1.mlp_out:k4", "train:layers.2.mlp_out:k4"}
+    for p in cfg.points:
+        assert (tmp_path / "out" / "saes" / p / "k4" / "sae.safetensors").is_file()
+        assert not (tmp_path / "out" / "saes" / p / "k4" / "metrics.json").exists()
+    again = run_build(cfg, log=logs.append, progress=False, measure=False)
+    assert not any(k.startswith("train:") for k in again["timings_s"])  # finished SAEs are not retrained
