@@ -27,5 +27,8 @@ def test_wheel_top_level_names_and_data(tmp_path: Path) -> None:
     assert any(n.startswith("safesail_training/corpus/data/pairs/") and n.endswith(".jsonl") for n in names)
     assert any(n.startswith("safesail_training/corpus/data/general/") for n in names)
     assert "safesail_training/corpus/data/taxonomy.json" in names
+    assert "safesail_training/corpus/data/style_probe.jsonl" in names
+    for f in ("manifest.json", "features.sqlite", "encoders.safetensors"):
+        assert f"safesail_neuron_db/data/smollm2-135m-instruct/{f}" in names, f
     meta = next(n for n in names if n.endswith("entry_points.txt"))
     assert "safesail = safesail_guard.cli:main" in zipfile.ZipFile(wheel).read(meta).decode()
