@@ -263,7 +263,7 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
         log(f"activations on {len(pairs)} concept pairs at {', '.join(todo_points)}")
         blobs: dict[str, dict[str, Any]] = {p: {"pairs_key": pairs_key, "sae_sha": sae_sha[p]} for p in todo_points}
         for side in ("concept", "deconcept"):
-            acts = query_sites_acts(loaded, todo_points, [getattr(x, side) for x in pairs])
+            acts = query_sites_acts(loaded, todo_points, [getattr(x, side) for x in pairs], progress=progress, desc=f"pairs ({side})")
             for p in todo_points:
                 blobs[p][side] = feature_max(saes[p], acts[p], saes[p].n_latents)
         for p in todo_points:

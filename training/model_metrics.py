@@ -59,10 +59,15 @@ def query_sites_acts(
     *,
     chat: bool = True,
     batch_tokens: int = 4096,
+    progress: bool = False,
+    desc: str = "queries",
 ) -> dict[str, list[torch.Tensor]]:
     """`query_site_acts` for several points from one forward pass per batch: ``{point name: [acts_i, ...]}``."""
+    from tqdm import tqdm
+
     parsed = [HookPoint.parse(p) for p in points]
     seqs = encode_queries(loaded, texts, chat=chat)
+    bar = tqdm(total=len(seqs), unit="query", desc=desc, disable=not progress, dynamic_ncols=True)
     indexed = [(enc, mask, i) for i, (enc, mask) in enumerate(seqs)]
     result: dict[str, list[torch.Tensor | None]] = {p.name: [None] * len(texts) for p in parsed}
     order = sorted(indexed, key=lambda s: len(s[0]))
@@ -77,6 +82,7 @@ def query_sites_acts(
                 n = sum(m)
                 result[p.name][i] = acts[start : start + n]
                 start += n
+        bar.update(len(batch))
 
     for item in order:
         longest = max([len(item[0])] + [len(b[0]) for b in batch])
@@ -86,6 +92,7 @@ def query_sites_acts(
         batch.append(item)
     if batch:
         flush()
+    bar.close()
     return {name: [r for r in rows if r is not None] for name, rows in result.items()}
 
 
