@@ -375,7 +375,7 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
             simulate_many(simulator, items, methods=(method,), n_segments=cfg.n_segments, progress=progress, on_result=lambda s: sim_log.append({**to_dict(s), "input_key": ekey[s.feature_id]}))
     if time.perf_counter() - t0 > 1.0:
         computed_now("simulate", time.perf_counter() - t0)
-    sims = [SimulationScore(**_strip(r)) for r in sim_log.rows.values() if r["simulator"] == simulator.name and r["feature_id"] in ekey]
+    sims = [SimulationScore(**_rounded(_strip(r))) for r in sim_log.rows.values() if r["simulator"] == simulator.name and r["feature_id"] in ekey]
     stage("simulate", t0)
 
     # -- superposition score
@@ -389,14 +389,14 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
     if items:
         score_many(scorer, items, progress=progress, on_result=lambda s: sp_log.append({**to_dict(s), "input_key": ekey[s.feature_id]}))
         computed_now("spscore", time.perf_counter() - t0)
-    sps = {r["feature_id"]: SuperpositionScore(**_strip(r)) for r in sp_log.rows.values() if r["method"] == sp_name and r["feature_id"] in ekey}
+    sps = {r["feature_id"]: SuperpositionScore(**_rounded(_strip(r))) for r in sp_log.rows.values() if r["method"] == sp_name and r["feature_id"] in ekey}
     stage("spscore", t0)
 
     # -- map
     t0 = time.perf_counter()
     map_path = work / "map.json"
     map_texts = [_map_text(f, explanations.get(f.feature_id)) for f in feats]
-    map_key = _digest([cfg.map_method, cfg.seed, map_texts])
+    map_key = _digest(["fresh-cache-rounded-1e-4", cfg.map_method, cfg.seed, map_texts])
     coords: dict[str, tuple[float, float]] = {}
     map_method = "none"
     if map_path.is_file() and json.loads(map_path.read_text()).get("key") == map_key:
@@ -405,7 +405,12 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
     else:
         from safesail_training.feature_map import project_2d
 
-        emb = _embedder().embed(map_texts)
+        # a fresh cache and rounded vectors: embeddings must not depend on what was embedded before (batch
+        # composition moves them by ~1e-7), or UMAP's neighbour graph - and the map - differs between runs
+        embedder = _embedder()
+        if hasattr(embedder, "clear_cache"):
+            embedder.clear_cache()
+        emb = torch.round(torch.as_tensor(embedder.embed(map_texts)) * 1e4) / 1e4
         res = project_2d(emb, method=cfg.map_method, seed=cfg.seed)
         coords = {f.feature_id: (round(float(x), 5), round(float(y), 5)) for f, (x, y) in zip(feats, res.coords.tolist(), strict=True)}
         map_method = res.method
@@ -549,6 +554,12 @@ def torch_index(idx: list[int]) -> Any:
     import torch
 
     return torch.tensor(idx, dtype=torch.long)
+
+
+def _rounded(row: dict[str, Any], digits: int = 4) -> dict[str, Any]:
+    """Scores rounded for storage: the last float digits of a CorrScore depend on embedding batch composition,
+    and a database must come out byte-identical from two runs of the same build."""
+    return {k: (round(v, digits) if isinstance(v, float) and k in ("corr", "value") else v) for k, v in row.items()}
 
 
 def _strip(row: dict[str, Any]) -> dict[str, Any]:
