@@ -96,11 +96,10 @@ def collect_acts(
         from tqdm import tqdm
 
         bar = tqdm(total=sum(sum(m) for _, m, _, _ in seqs), unit="tok", desc="explanation set", dynamic_ncols=True)
-    by_id = {id(enc): i for enc, _, i, _ in seqs}
     try:
-        for batch in _batches([(e, m) for e, m, _, _ in seqs], cfg.batch_tokens):
-            out = forward_collect(loaded, points, batch)
-            lengths = [sum(m) for _, m in batch]
+        for batch in _batches(seqs, cfg.batch_tokens):
+            out = forward_collect(loaded, points, [(e, m) for e, m, _, _ in batch])
+            lengths = [sum(m) for _, m, _, _ in batch]
             for p in points:
                 sae = saes[p.name]
                 lat = latents[p.name]
@@ -115,8 +114,8 @@ def collect_acts(
                     pre = torch.nn.functional.linear(x - sae.b_dec, sae.W_enc[lat], sae.b_enc[lat])
                 a_parts = dense.split(lengths)
                 p_parts = pre.split(lengths)
-                for (enc, _), a, pr in zip(batch, a_parts, p_parts, strict=True):
-                    per_seq[p.name][by_id[id(enc)]] = (a.half(), pr.half())
+                for (_, _, i, _), a, pr in zip(batch, a_parts, p_parts, strict=True):
+                    per_seq[p.name][i] = (a.half(), pr.half())
             if bar is not None:
                 bar.update(sum(lengths))
     finally:

@@ -23,7 +23,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -126,10 +126,6 @@ class JsonlLog:
             os.fsync(fh.fileno())
         self.rows[self.key(row)] = row
 
-    def done(self, final: Iterable[str]) -> set[tuple[Any, ...]]:
-        statuses = set(final)
-        return {k for k, r in self.rows.items() if r.get("status") in statuses}
-
 
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -154,16 +150,21 @@ def _ensure_saes(cfg: BuildDBConfig, log: Log, progress: bool) -> dict[str, Path
     return dirs
 
 
-def explanation_pool(cfg: BuildDBConfig, tokenizer: Any) -> list[Any]:
+def _corpus(cfg: BuildDBConfig) -> tuple[list[Any], int]:
+    """The SAE build's corpus records in their build order, and how many of them it held out for evaluation."""
+    from safesail_training.build_sae import BuildSAEConfig, _records
+
+    bcfg = BuildSAEConfig(model=cfg.model, out_dir=cfg.work_dir, seed=cfg.seed)
+    return _records(bcfg), bcfg.eval_records
+
+
+def explanation_pool(cfg: BuildDBConfig, tokenizer: Any, corpus: tuple[list[Any], int] | None = None) -> list[Any]:
     """Explanation texts kept apart from SAE training: the build's held-out records plus the corpus records
     after the last one any point's training harvest consumed, mixed to `risky_share` safety-rich text."""
     import random
 
-    from safesail_training.build_sae import BuildSAEConfig, _records
-
-    bcfg = BuildSAEConfig(model=cfg.model, out_dir=cfg.work_dir, seed=cfg.seed)
-    records = _records(bcfg)
-    eval_recs, train_recs = records[: bcfg.eval_records], records[bcfg.eval_records :]
+    records, n_eval = corpus or _corpus(cfg)
+    eval_recs, train_recs = records[:n_eval], records[n_eval:]
     cursor = -1
     for p in cfg.points:
         index = cfg.work_dir / "acts" / "train" / p / "index.json"
@@ -243,6 +244,14 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
         for param in sae.parameters():
             param.requires_grad_(False)
     layers = {p: HookPoint.parse(p).layer for p in cfg.points}
+    corpus_cache: list[tuple[list[Any], int]] = []
+
+    def corpus() -> tuple[list[Any], int]:
+        """The corpus, read at most once per build (only the stages that need it ask)."""
+        if not corpus_cache:
+            corpus_cache.append(_corpus(cfg))
+        return corpus_cache[0]
+
     site = HookPoint.parse(cfg.points[0]).site
 
     # -- pairs + filter
@@ -304,7 +313,7 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
     want_meta = {"selection": sel_key, "explain_tokens": cfg.explain_tokens, "risky_share": cfg.risky_share, "seed": cfg.seed, "records": str(rcfg)}
     t0 = time.perf_counter()
     if not (records_meta.is_file() and json.loads(records_meta.read_text()) == want_meta and records_path.is_file() and thr_path.is_file()):
-        pool = explanation_pool(cfg, loaded.tokenizer)
+        pool = explanation_pool(cfg, loaded.tokenizer, corpus())
         log(f"explanation set: {len(pool)} texts ({sum(1 for r in pool if getattr(r, 'kind', '') == 'risky')} safety-rich)")
         latents = {p: torch.tensor(sorted(selected[p]), dtype=torch.long) for p in cfg.points}
         ex = collect_acts(loaded, saes, latents, pool, rcfg, progress=progress)
@@ -327,7 +336,7 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
     log(f"activation records: {len(feats)} features over {thr_blob['n_tokens']:,} explanation tokens")
     specificity: dict[str, Any] = {"min_top_risky": cfg.min_top_risky}
     if cfg.min_top_risky > 0:
-        kinds = _source_kinds(cfg)
+        kinds = _source_kinds(corpus()[0])
         before = len(feats)
         shares = {f.feature_id: top_risky_share(f, kinds) for f in feats}
         feats = [f for f in feats if shares[f.feature_id] >= cfg.min_top_risky]
@@ -365,6 +374,7 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
     simulator = _make_simulator(cfg, llm, loaded.tokenizer)
     sim_log = JsonlLog(work / "simulations.jsonl", ("feature_id", "method", "simulator"))
     sim_final = {"ok", "constant", "skipped", "unparseable"}
+    simulated = False
     for method in ("token", "segment"):
         items = [
             (f, explanations[f.feature_id])
@@ -373,7 +383,8 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
         ]
         if items:
             simulate_many(simulator, items, methods=(method,), n_segments=cfg.n_segments, progress=progress, on_result=lambda s: sim_log.append({**to_dict(s), "input_key": ekey[s.feature_id]}))
-    if time.perf_counter() - t0 > 1.0:
+            simulated = True
+    if simulated:
         computed_now("simulate", time.perf_counter() - t0)
     sims = [SimulationScore(**_rounded(_strip(r))) for r in sim_log.rows.values() if r["simulator"] == simulator.name and r["feature_id"] in ekey]
     stage("simulate", t0)
@@ -399,9 +410,9 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
     map_key = _digest(["fresh-cache-rounded-1e-4", cfg.map_method, cfg.seed, map_texts])
     coords: dict[str, tuple[float, float]] = {}
     map_method = "none"
-    if map_path.is_file() and json.loads(map_path.read_text()).get("key") == map_key:
-        blob = json.loads(map_path.read_text())
-        coords, map_method = {k: tuple(v) for k, v in blob["coords"].items()}, blob["method"]
+    cached_map = json.loads(map_path.read_text()) if map_path.is_file() else {}
+    if cached_map.get("key") == map_key:
+        coords, map_method = {k: tuple(v) for k, v in cached_map["coords"].items()}, cached_map["method"]
     else:
         from safesail_training.feature_map import project_2d
 
@@ -420,8 +431,8 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
 
     # -- style generalisation check (evaluation only: never feeds back into selection)
     t0 = time.perf_counter()
-    style = _style_check(cfg, loaded, saes, final_sel, layers, work, log)
-    if time.perf_counter() - t0 > 2.0:
+    style, style_computed = _style_check(cfg, loaded, saes, final_sel, layers, work, log)
+    if style_computed:
         computed_now("style", time.perf_counter() - t0)
     stage("style", t0)
 
@@ -519,12 +530,10 @@ def language_coverage(pairs: list[Any], pair_max: dict[str, dict[str, Any]], sel
     return out
 
 
-def _source_kinds(cfg: BuildDBConfig) -> dict[str, str]:
+def _source_kinds(records: list[Any]) -> dict[str, str]:
     """Corpus record source -> kind ("risky", "chat", "doc", ...), to tell safety-rich explanation text apart."""
-    from safesail_training.build_sae import BuildSAEConfig, _records
-
     kinds: dict[str, str] = {}
-    for r in _records(BuildSAEConfig(model=cfg.model, out_dir=cfg.work_dir, seed=cfg.seed)):
+    for r in records:
         kinds.setdefault(str(getattr(r, "source", "")), str(getattr(r, "kind", "doc")))
     return kinds
 
@@ -542,18 +551,14 @@ def _agreement(blob: dict[str, Any], latents: set[int]) -> dict[str, float | int
     idx = [i for i, lat in enumerate(blob["latents"].tolist()) if lat in latents]
     if not idx:
         return {"features": 0, "median_precision": float("nan"), "median_recall": float("nan")}
-    rows = torch_index(idx)
+    import torch
+
+    rows = torch.tensor(idx, dtype=torch.long)
     return {
         "features": len(idx),
         "median_precision": round(float(blob["precision"][rows].median()), 4),
         "median_recall": round(float(blob["recall"][rows].median()), 4),
     }
-
-
-def torch_index(idx: list[int]) -> Any:
-    import torch
-
-    return torch.tensor(idx, dtype=torch.long)
 
 
 def _rounded(row: dict[str, Any], digits: int = 4) -> dict[str, Any]:
@@ -631,8 +636,9 @@ def _llm(llm: Any) -> Any:
     return LLMClient(LLMClientConfig())
 
 
-def _style_check(cfg: BuildDBConfig, loaded: Any, saes: dict[str, Any], selected: dict[str, dict[int, Any]], layers: dict[str, int], work: Path, log: Log) -> dict[str, Any]:
-    """Max activation of every selected feature on the style probe texts -> AUROC per domain and style."""
+def _style_check(cfg: BuildDBConfig, loaded: Any, saes: dict[str, Any], selected: dict[str, dict[int, Any]], layers: dict[str, int], work: Path, log: Log) -> tuple[dict[str, Any], bool]:
+    """Max activation of every selected feature on the style probe texts -> AUROC per domain and style.
+    Returns the report and whether it was computed now (False: read from the cache)."""
     import torch
 
     from safesail_training.model_metrics import query_sites_acts
@@ -645,7 +651,7 @@ def _style_check(cfg: BuildDBConfig, loaded: Any, saes: dict[str, Any], selected
     if path.is_file():
         blob = json.loads(path.read_text())
         if blob.get("key") == key:
-            return blob["report"]
+            return blob["report"], False
     columns, domains = [], []
     all_acts = query_sites_acts(loaded, cfg.points, [t.text for t in texts])  # as user turns, like the pairs: only the style differs
     for p in cfg.points:
@@ -658,4 +664,4 @@ def _style_check(cfg: BuildDBConfig, loaded: Any, saes: dict[str, Any], selected
     out = report.to_dict()
     _write_json(path, {"key": key, "report": out, "markdown": report.markdown()})
     log("style check (AUROC per style, mean over domains): " + ", ".join(f"{s} {v:.2f}" for s, v in report.per_style_mean.items() if v is not None))
-    return out
+    return out, True

@@ -14,7 +14,6 @@ interrupted build resumes where it stopped and a finished one replays its report
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -74,9 +73,9 @@ def _records(cfg: BuildSAEConfig) -> list[Any]:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+    from safesail_guard.fileio import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str))
 
 
 def run_build(cfg: BuildSAEConfig, *, log: Log = print, progress: bool = True, harvest_only: bool = False, measure: bool = True) -> dict[str, Any]:

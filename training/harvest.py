@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -110,10 +110,14 @@ def keep_mask(enc: EncodedText, exclude_special: bool) -> list[bool]:
     return [not s for s in enc.special] if exclude_special else [True] * len(enc)
 
 
-def _batches(seqs: list[tuple[EncodedText, list[bool]]], batch_tokens: int) -> Iterator[list[tuple[EncodedText, list[bool]]]]:
-    """Length-sorted batches whose padded size stays under `batch_tokens`."""
+_Seq = TypeVar("_Seq", bound=tuple)
+
+
+def _batches(seqs: list[_Seq], batch_tokens: int) -> Iterator[list[_Seq]]:
+    """Length-sorted batches whose padded size stays under `batch_tokens`. Items are tuples whose first element
+    is the `EncodedText` (e.g. ``(enc, mask)``, or ``(enc, mask, index)`` to keep track of the input order)."""
     ordered = sorted(seqs, key=lambda s: len(s[0]))
-    batch: list[tuple[EncodedText, list[bool]]] = []
+    batch: list[_Seq] = []
     for item in ordered:
         longest = max([len(item[0])] + [len(b[0]) for b in batch])
         if batch and longest * (len(batch) + 1) > batch_tokens:

@@ -68,12 +68,8 @@ def query_sites_acts(
     parsed = [HookPoint.parse(p) for p in points]
     seqs = encode_queries(loaded, texts, chat=chat)
     bar = tqdm(total=len(seqs), unit="query", desc=desc, disable=not progress, dynamic_ncols=True)
-    indexed = [(enc, mask, i) for i, (enc, mask) in enumerate(seqs)]
     result: dict[str, list[torch.Tensor | None]] = {p.name: [None] * len(texts) for p in parsed}
-    order = sorted(indexed, key=lambda s: len(s[0]))
-    batch: list[tuple[EncodedText, list[bool], int]] = []
-
-    def flush() -> None:
+    for batch in _batches([(enc, mask, i) for i, (enc, mask) in enumerate(seqs)], batch_tokens):
         out = forward_collect(loaded, parsed, [(e, m) for e, m, _ in batch])
         for p in parsed:
             acts = out[p]
@@ -83,15 +79,6 @@ def query_sites_acts(
                 result[p.name][i] = acts[start : start + n]
                 start += n
         bar.update(len(batch))
-
-    for item in order:
-        longest = max([len(item[0])] + [len(b[0]) for b in batch])
-        if batch and longest * (len(batch) + 1) > batch_tokens:
-            flush()
-            batch = []
-        batch.append(item)
-    if batch:
-        flush()
     bar.close()
     return {name: [r for r in rows if r is not None] for name, rows in result.items()}
 
