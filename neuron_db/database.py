@@ -28,7 +28,15 @@ from safesail_neuron_db.errors import (
     ModelMismatchError,
     SchemaVersionError,
 )
-from safesail_neuron_db.manifest import ENCODERS_FILE, FEATURES_FILE, SCHEMA_VERSION, Manifest, load_manifest
+from safesail_neuron_db.manifest import (
+    COMPETITION_FILE,
+    ENCODERS_FILE,
+    FEATURES_FILE,
+    OPTIONAL_FILES,
+    SCHEMA_VERSION,
+    Manifest,
+    load_manifest,
+)
 from safesail_neuron_db.writer import ENCODER_FIELDS
 from safesail_training.db_types import (
     ActivationExample,
@@ -175,7 +183,7 @@ class NeuronDB:
         """
         directory = Path(path) if path is not None else default_database_path()
         manifest = load_manifest(directory)
-        for name in (FEATURES_FILE, ENCODERS_FILE):
+        for name in sorted(manifest.files):
             info = manifest.files[name]
             file = directory / name
             if not file.is_file():
@@ -192,7 +200,7 @@ class NeuronDB:
                 f"{expected_fingerprint[:16]}; use a database built for this model (`safesail build-db`)"
             )
         if verify:
-            for name in (FEATURES_FILE, ENCODERS_FILE):
+            for name in sorted(manifest.files):
                 digest = sha256_file(directory / name)
                 if digest != manifest.files[name].sha256:
                     raise ChecksumError(f"{directory / name}: sha256 {digest[:16]}... does not match the manifest "
@@ -421,3 +429,40 @@ class NeuronDB:
             raise CorruptDatabaseError(f"{path}: metadata {meta} does not match the manifest (model fingerprint "
                                        f"{self.fingerprint[:16]}, schema {SCHEMA_VERSION})")
         return out
+
+    # ------------------------------------------------------------ optional files
+    def has_file(self, name: str) -> bool:
+        """True when the manifest lists the optional file ``name`` (see `OPTIONAL_FILES`)."""
+        return name in self.manifest.files
+
+    def extra_text(self, name: str) -> str | None:
+        """Text of an optional file (e.g. ``risk_head.json``), None when the database has none."""
+        if name not in OPTIONAL_FILES:
+            raise ValueError(f"{name!r} is not an optional database file; known: {', '.join(OPTIONAL_FILES)}")
+        if not self.has_file(name):
+            return None
+        return (self.path / name).read_text(encoding="utf-8")
+
+    def competition(self, layer: int) -> dict[str, Tensor] | None:
+        """All encoder rows of ``layer`` for exact TopK firing: ``{W_enc (bf16), b_enc, k}``; None if not shipped."""
+        if not self.has_file(COMPETITION_FILE):
+            return None
+        if layer not in self.manifest.layers:
+            raise LayerNotFoundError(f"no encoder for layer {layer} in {self.path}; layers here: {self.layers}")
+        from safetensors import SafetensorError, safe_open
+
+        path = self.path / COMPETITION_FILE
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                meta = f.metadata() or {}
+                q = f.get_tensor(f"layers.{layer}.W_q")
+                scale = f.get_tensor(f"layers.{layer}.scale")
+                b_enc = f.get_tensor(f"layers.{layer}.b_enc")
+        except (SafetensorError, OSError, KeyError) as e:
+            raise CorruptDatabaseError(f"{path}: cannot read layer {layer} ({e})") from e
+        if meta.get("model_fingerprint") != self.fingerprint:
+            raise CorruptDatabaseError(f"{path}: built for another model than the manifest's")
+        import torch
+
+        W = (q.float() * scale.float().unsqueeze(-1)).to(torch.bfloat16)
+        return {"W_enc": W, "b_enc": b_enc.float(), "k": int(meta.get(f"layers.{layer}.k", "0"))}

@@ -28,6 +28,11 @@ MANIFEST_FILE = "manifest.json"
 FEATURES_FILE = "features.sqlite"
 ENCODERS_FILE = "encoders.safetensors"
 DATA_FILES = (FEATURES_FILE, ENCODERS_FILE)
+COMPETITION_FILE = "competition.safetensors"
+"""Optional: every encoder row of each layer (int8 + per-row scale) for the guard's exact TopK firing rule."""
+HEAD_FILE = "risk_head.json"
+"""Optional: the guard's sparse risk head over the database's features (fitted on the concept pairs)."""
+OPTIONAL_FILES = (COMPETITION_FILE, HEAD_FILE)
 
 
 class ModelInfo(BaseModel):
@@ -117,4 +122,7 @@ def load_manifest(directory: Path) -> Manifest:
     missing = [name for name in DATA_FILES if name not in manifest.files]
     if missing:
         raise ManifestError(f"{path}: 'files' does not list {', '.join(missing)}")
+    unknown = sorted(set(manifest.files) - set(DATA_FILES) - set(OPTIONAL_FILES))
+    if unknown:
+        raise ManifestError(f"{path}: 'files' lists unknown files {', '.join(unknown)}")
     return manifest

@@ -37,12 +37,14 @@ from safesail_neuron_db.manifest import (
     ENCODERS_FILE,
     FEATURES_FILE,
     MANIFEST_FILE,
+    OPTIONAL_FILES,
     SCHEMA_VERSION,
     Counts,
     FileInfo,
     Manifest,
     ModelInfo,
     created_by,
+    load_manifest,
 )
 from safesail_training.db_types import (
     ConceptHit,
@@ -57,7 +59,7 @@ from safesail_training.db_types import (
 if TYPE_CHECKING:
     from torch import Tensor
 
-__all__ = ["DatabaseWriter", "ENCODER_FIELDS", "APPLICATION_ID", "SQLITE_PAGE_SIZE"]
+__all__ = ["DatabaseWriter", "add_files", "competition_bytes", "ENCODER_FIELDS", "APPLICATION_ID", "SQLITE_PAGE_SIZE"]
 
 ENCODER_FIELDS = ("latents", "W_enc", "b_enc", "threshold", "W_dec", "b_dec")
 APPLICATION_ID = 0x5353_4E44  # "SSND" in the SQLite header, so `file`/tools can tell what this is
@@ -536,7 +538,7 @@ def _score_rows(p: _PendingFeature) -> list[tuple[Any, ...]]:
     return rows
 
 
-_ST_DTYPES = {"torch.float32": ("F32", "<f4"), "torch.int64": ("I64", "<i8")}
+_ST_DTYPES = {"torch.float32": ("F32", "<f4"), "torch.int64": ("I64", "<i8"), "torch.int8": ("I8", "<i1")}
 
 
 def safetensors_bytes(tensors: dict[str, Tensor], metadata: dict[str, str]) -> bytes:
@@ -607,3 +609,53 @@ def _swap_into_place(new: Path, target: Path) -> None:
         raise
     fsync_dir(target.parent)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def competition_bytes(layers: dict[int, tuple[Tensor, Tensor, int]], model_fingerprint: str) -> bytes:
+    """``competition.safetensors`` from ``{layer: (W_enc [n, d] fp32, b_enc [n], k)}``: int8 rows + fp32 scales."""
+    from safesail_guard.runtime.competition import quantize_rows
+
+    tensors: dict[str, Tensor] = {}
+    meta = {"model_fingerprint": model_fingerprint, "schema_version": str(SCHEMA_VERSION), "quantization": "int8-row"}
+    for layer in sorted(layers):
+        W, b, k = layers[layer]
+        qr = quantize_rows(W)
+        tensors[f"layers.{layer}.W_q"] = qr.q
+        tensors[f"layers.{layer}.scale"] = qr.scale
+        tensors[f"layers.{layer}.b_enc"] = b.detach().float().contiguous()
+        meta[f"layers.{layer}.k"] = str(int(k))
+    return safetensors_bytes(tensors, meta)
+
+
+def add_files(directory: Path | str, files: dict[str, bytes]) -> Path:
+    """Add (or replace) optional files of an existing database and rewrite its manifest, atomically.
+
+    The database is copied to a temporary sibling, the files and a new manifest are written there, and the
+    copy is swapped in - a crash leaves the old database intact. Only names in `OPTIONAL_FILES` are allowed.
+    """
+    target = Path(directory).absolute()
+    bad = sorted(set(files) - set(OPTIONAL_FILES))
+    if bad:
+        raise ValueError(f"cannot add {', '.join(bad)}: optional database files are {', '.join(OPTIONAL_FILES)}")
+    manifest = load_manifest(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
+    try:
+        for name in manifest.files:
+            if name not in files:
+                shutil.copy2(target / name, tmp / name)
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+        infos = dict(manifest.files)
+        for name, data in files.items():
+            infos[name] = FileInfo(sha256=sha256_file(tmp / name, fsync=True), bytes=len(data))
+        new = manifest.model_copy(update={"files": dict(sorted(infos.items()))})
+        atomic_write_text(tmp / MANIFEST_FILE, new.to_json())
+        for p in tmp.iterdir():
+            p.chmod(0o644)
+        tmp.chmod(0o755)
+        fsync_dir(tmp)
+        _swap_into_place(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target

@@ -485,6 +485,10 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
         )
     db_path = writer.finish()
     stage("write", t0)
+    t0 = time.perf_counter()
+    head_meta = add_guard_files(db_path, loaded, {layers[p]: saes[p] for p in cfg.points}, pairs, log=log,
+                                progress=progress)
+    stage("guard_files", t0)
     timings["total"] = round(time.perf_counter() - t_all, 1)
     summary = {
         "db": str(db_path),
@@ -494,12 +498,40 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
         "threshold_agreement": {p: _agreement(thr_blob[p], {f.latent for f in feats if f.layer == layers[p]}) for p in cfg.points},
         "style_check": style,
         "languages": languages,
+        "risk_head": head_meta,
         "timings_s": timings,
         "stage_seconds_when_computed": computed,
     }
     _write_json(work / "summary.json", summary)
     log(f"database written to {db_path} ({len(feats)} features) in {timings['total']:.0f} s")
     return summary
+
+
+def add_guard_files(db_path: Path, loaded: Any, saes: dict[int, Any], pairs: list[Any], *, log: Log = print,
+                    progress: bool = True) -> dict[str, Any]:
+    """Add what the runtime guard needs beyond the selected rows: the competition (all encoder rows, int8) for
+    exact TopK firing, then the risk head fitted on the pairs with that guard. Returns the head's metadata."""
+    from safesail_guard.runtime.guard import Guard
+    from safesail_neuron_db import NeuronDB
+    from safesail_neuron_db.manifest import COMPETITION_FILE, HEAD_FILE
+    from safesail_neuron_db.writer import add_files, competition_bytes
+    from safesail_training.risk_head import fit_risk_head
+
+    with NeuronDB.open(db_path) as db:
+        written = set(db.layers)
+    comp = competition_bytes({ly: (s.W_enc.detach(), s.b_enc.detach(), s.k) for ly, s in saes.items() if ly in written},
+                             loaded.identity.fingerprint)
+    add_files(db_path, {COMPETITION_FILE: comp})
+    with NeuronDB.open(db_path) as db:
+        guard = Guard(loaded.model, loaded.tokenizer, db, model_fingerprint=loaded.identity.fingerprint,
+                      model_name=loaded.identity.name, risk_head=False)
+        texts = 2 * len(pairs)
+        from tqdm import tqdm
+
+        with tqdm(total=texts, desc="risk head: scanning pairs", unit="text", disable=not progress) as bar:
+            head = fit_risk_head(guard, pairs, log=log, progress=bar.update)
+    add_files(db_path, {HEAD_FILE: head.to_json().encode()})
+    return head.meta
 
 
 def language_coverage(pairs: list[Any], pair_max: dict[str, dict[str, Any]], selected: dict[str, dict[int, list[Any]]]) -> dict[str, dict[str, dict[str, float | int | None]]]:

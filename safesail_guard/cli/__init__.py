@@ -21,6 +21,7 @@ _SUBAPPS = {
     "model": "Load and check models (embedded SmolLM2, HF directories, HF cache ids).",
     "pairs": "Concept-contrastive query pairs.",
     "db": "Query the neuron database: info, search, show a feature, export.",
+    "policy": "Guard policies: validate a YAML policy, test it on cases, print its JSON schema.",
 }
 
 for _name, _help in _SUBAPPS.items():
@@ -35,6 +36,10 @@ for _name, _help in _SUBAPPS.items():
 from safesail_guard.cli import pipeline as _pipeline  # noqa: E402  (commands register on import)
 
 _pipeline.register(app)
+
+from safesail_guard.cli import guard_cmds as _guard_cmds  # noqa: E402
+
+_guard_cmds.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,212 @@
+"""`safesail policy ...`: check a policy file, test it on example conversations, print its JSON schema.
+
+``validate`` loads and compiles a policy against a neuron database (the shipped one unless ``--db``);
+``test`` scans every case of a cases file with the guard and compares decisions; ``schema`` prints the JSON
+schema of the policy grammar. Bad input prints one red line per problem on stderr (``file:line: field:
+message``) and exits 2; ``test`` exits 1 when a case does not get the decision it expects.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from safesail_guard.policy import CompiledPolicy
+    from safesail_guard.policy.cases import CaseResult, Scanner
+    from safesail_neuron_db import NeuronDB
+
+app = typer.Typer(help="Validate, test and describe guard policies (YAML).", no_args_is_help=True)
+
+EXIT_USAGE = 2
+"""Exit status for a bad policy, cases file, database or option."""
+EXIT_MISMATCH = 1
+"""Exit status of `policy test` when some case did not get the expected decision."""
+
+DbOption = Annotated[
+    Path | None, typer.Option("--db", help="Database directory (default: the database shipped with safesail-guard).")
+]
+PolicyArg = Annotated[
+    str, typer.Argument(metavar="FILE", help="Policy YAML file, or the name of a shipped policy (default, monitor, "
+                                             "strict).")
+]
+
+
+def _console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr, soft_wrap=True, highlight=False, markup=False)
+
+
+def _fail(message: str) -> NoReturn:
+    from rich.text import Text
+
+    con = _console(stderr=True)
+    for line in message.splitlines() or [message]:
+        con.print(Text(f"error: {line}", style="bold red"))
+    raise typer.Exit(EXIT_USAGE)
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Policy, database and input errors -> red lines + exit 2."""
+    from safesail_neuron_db import NeuronDBError
+
+    try:
+        yield
+    except (NeuronDBError, ValueError, OSError) as exc:  # PolicyError is a ValueError
+        _fail(str(exc))
+
+
+@contextmanager
+def _open_db(db: Path | None) -> Iterator[NeuronDB]:
+    from safesail_neuron_db import NeuronDB, default_database_path
+
+    with _user_errors():
+        path = db if db is not None else default_database_path()
+        if db is None and not path.exists():
+            _fail(f"the shipped neuron database is not installed at {path}; run `safesail build-db` or pass --db")
+        with NeuronDB.open(path) as handle:
+            yield handle
+
+
+def _policy_file(file: str) -> Path:
+    """A shipped policy name or an existing path -> the file (a plain path when the policies package is absent)."""
+    try:
+        from safesail_policies import policy_path
+    except ModuleNotFoundError:  # an environment bootstrapped before policies/ became a package
+        return Path(file)
+    return policy_path(file)
+
+
+def _compile(file: str, handle: NeuronDB) -> CompiledPolicy:
+    from safesail_guard.policy import compile_policy, load_policy
+    from safesail_guard.runtime.events import FeatureCatalog
+
+    with _user_errors():
+        return compile_policy(load_policy(_policy_file(file)), FeatureCatalog.from_db(handle))
+
+
+@app.command("validate")
+def validate(file: PolicyArg, db: DbOption = None) -> None:
+    """Load a policy and compile it against the database: unknown features, contradictions, bad fields."""
+    from rich.table import Table
+    from rich.text import Text
+
+    with _open_db(db) as handle:
+        compiled = _compile(file, handle)
+    con = _console()
+    watched = compiled.watched_features
+    con.print(Text(f"OK {file}: policy {compiled.name!r}, {len(compiled.rule_names)} rules, watches "
+                   f"{len(watched)} features at layers {', '.join(map(str, compiled.layers))}", style="bold green"))
+    table = Table(show_edge=False)
+    for col in ("rule", "kind", "action", "features", "summary"):
+        table.add_column(col)
+    for row in _rule_rows(compiled):
+        table.add_row(*row)
+    con.print(table)
+    for warning in compiled.warnings:
+        con.print(Text(f"warning: {warning}", style="yellow"))
+
+
+def _rule_rows(compiled: CompiledPolicy) -> list[tuple[str, str, str, str, str]]:
+    """One table row per rule, in file order."""
+    rows: dict[str, tuple[str, str, str, str, str]] = {}
+    for r in compiled.rules:
+        n = len(r.features | {op.feature_id for op in r.steer})
+        summary = r.describe()
+        if r.steer:
+            summary += f"; steers {len(r.steer)} features"
+        rows[r.name] = (r.name, r.kind, r.action, str(n), summary)
+    for d in compiled.dampers:
+        rows[d.name] = (d.name, "over_refusal", "damp", str(len(d.features)),
+                        f"x{d.factor:g} on {d.selection} when the prompt has {len(d.keywords)} context terms")
+    for lr in compiled.language_rules:
+        rows[lr.name] = (lr.name, "multilingual_gap", lr.action, "-",
+                         f"prompt not in {', '.join(sorted(lr.strong_languages))} (confidence >= "
+                         f"{lr.min_confidence:g})" + ("; pivot" if lr.pivot else ""))
+    return [rows[name] for name in compiled.rule_names]
+
+
+@app.command("schema")
+def schema_cmd() -> None:
+    """Print the JSON schema of policy files (for editors and CI linters)."""
+    from safesail_guard.policy import json_schema
+
+    sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
+
+
+@app.command("test")
+def test_cmd(
+    file: PolicyArg,
+    cases_file: Annotated[Path, typer.Argument(metavar="CASES.yaml", help="Cases: conversations and the decision "
+                                                                          "each should get (see policies/README.md).")],
+    db: DbOption = None,
+    model: Annotated[str, typer.Option("--model", help="Model to scan with: 'embedded', a HF directory, a .gguf or "
+                                                       "a cached HF id. Must match the database.")] = "embedded",
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")] = False,
+) -> None:
+    """Scan every case with the guard under the policy; exit 1 if any case gets an unexpected decision."""
+    from safesail_guard.policy.cases import check_expected_rules, load_cases, run_cases
+
+    with _open_db(db) as handle:
+        compiled = _compile(file, handle)
+        with _user_errors():
+            cases = load_cases(cases_file)
+            check_expected_rules(cases, compiled)
+        scanner = _make_scanner(handle, model)
+        results = run_cases(cases, compiled, scanner)
+    failed = report(results, compiled, as_json=as_json)
+    if failed:
+        raise typer.Exit(EXIT_MISMATCH)
+
+
+def _make_scanner(handle: NeuronDB, model: str) -> Scanner:
+    """The real guard on ``model`` (heavy imports happen here, only for `policy test`)."""
+    from safesail_guard.models import ModelLoadError, load_model
+    from safesail_guard.runtime.guard import Guard
+
+    try:
+        loaded = load_model(model)
+    except (ModelLoadError, OSError, ValueError) as exc:
+        _fail(str(exc))
+    with _user_errors():
+        return Guard.from_db(handle, model=loaded)
+
+
+def report(results: list[CaseResult], compiled: CompiledPolicy, *, as_json: bool = False) -> int:
+    """Print the results table (or JSON) and the details of every mismatch; returns the number failed."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from safesail_guard.policy.cases import mismatch_details
+
+    failed = [r for r in results if not r.passed]
+    if as_json:
+        doc: dict[str, Any] = {"policy": compiled.name, "passed": len(results) - len(failed), "failed": len(failed),
+                               "cases": [r.to_dict() for r in results]}
+        sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+        return len(failed)
+    con = _console()
+    table = Table(show_edge=False, title=f"policy {compiled.name!r}")
+    for col in ("case", "expect", "got", "result", "rules"):
+        table.add_column(col)
+    for r in results:
+        mark = Text("PASS", style="green") if r.passed else Text("FAIL", style="bold red")
+        table.add_row(r.case.name, r.case.expect, r.got, mark, ", ".join(r.decision.rules()) or "-")
+    con.print(table)
+    for r in failed:
+        con.print(Text(f"\n{r.case.name}", style="bold red"))
+        for line in mismatch_details(r, compiled):
+            con.print(line)
+    summary = f"{len(results) - len(failed)} passed, {len(failed)} failed"
+    con.print(Text(summary, style="bold red" if failed else "bold green"))
+    return len(failed)

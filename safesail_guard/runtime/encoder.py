@@ -1,0 +1,156 @@
+"""The guard's encoder for one layer: pre-activations of the database's safety features only, and which fire.
+
+An SAE feature *fires* under the SAE's own rule when its pre-activation is among the ``k`` largest of the whole
+dictionary at that token (TopK). The database ships only the rows of the selected safety features, so the guard
+cannot rank the full dictionary unless it also has the competition (all encoder rows). Two firing rules:
+
+- ``"topk"``      exact: the k-th largest pre-activation over the full dictionary is computed per token from
+  the competition weights and a feature fires when its pre-activation reaches it (and is > 0). The selected
+  rows are computed in fp32; the competition may be stored in a lower precision (see `Competition`).
+- ``"threshold"`` a per-feature threshold calibrated on held-out text stands in for the competition
+  (``pre > threshold``): no extra weights, but it disagrees with TopK near the margin.
+
+`measure_agreement` compares either rule against exact TopK.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+Firing = Literal["topk", "threshold"]
+FIRING_RULES: tuple[str, ...] = ("topk", "threshold")
+
+
+@dataclass
+class Competition:
+    """All encoder rows of one SAE, used only to find the k-th largest pre-activation per token.
+
+    ``W_enc`` may be bf16/fp16 (half the bytes); values are compared in fp32.
+    """
+
+    W_enc: Tensor  # [n_latents, d]
+    b_enc: Tensor  # [n_latents] fp32
+    k: int
+
+    def kth(self, x_c: Tensor) -> Tensor:
+        """k-th largest pre-activation per row of the centred input ``x_c [N, d]`` -> ``[N]`` (fp32)."""
+        pre = x_c.to(self.W_enc.dtype) @ self.W_enc.T
+        pre = pre.float() + self.b_enc
+        return pre.topk(self.k, dim=-1, sorted=False).values.min(dim=-1).values
+
+
+@dataclass
+class LayerEncoder:
+    """Selected SAE rows of one layer and the rule that decides firing."""
+
+    layer: int
+    feature_ids: list[str]
+    latents: Tensor  # [S] int64
+    W_enc: Tensor  # [S, d] fp32
+    b_enc: Tensor  # [S]
+    b_dec: Tensor  # [d]
+    threshold: Tensor  # [S]
+    max_act: Tensor  # [S] (> 0) for normalisation
+    W_dec: Tensor  # [S, d] unit rows
+    firing: Firing = "threshold"
+    competition: Competition | None = None
+    _W_enc_T: Tensor = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.firing not in FIRING_RULES:
+            raise ValueError(f"unknown firing rule {self.firing!r}; choose one of {', '.join(FIRING_RULES)}")
+        if self.firing == "topk" and self.competition is None:
+            raise ValueError(f"layer {self.layer}: firing='topk' needs the full-dictionary competition weights")
+        self._W_enc_T = self.W_enc.T.contiguous()
+        self.max_act = torch.where(self.max_act > 0, self.max_act, torch.ones_like(self.max_act))
+
+    @property
+    def n_features(self) -> int:
+        """Number of selected features at this layer."""
+        return len(self.feature_ids)
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``x [N, d]`` -> ``(pre [N, S], acts [N, S])``; acts are the pre-activations where the feature fires, else 0."""
+        x_c = x.float() - self.b_dec
+        pre = torch.addmm(self.b_enc, x_c, self._W_enc_T)
+        if self.firing == "topk":
+            assert self.competition is not None
+            kth = self.competition.kth(x_c)
+            fires = (pre >= kth.unsqueeze(-1)) & (pre > 0)
+        else:
+            fires = pre > self.threshold
+        return pre, torch.where(fires, pre, torch.zeros((), dtype=pre.dtype))
+
+    def with_firing(self, firing: Firing, competition: Competition | None = None) -> LayerEncoder:
+        """A copy with another firing rule."""
+        return LayerEncoder(self.layer, self.feature_ids, self.latents, self.W_enc, self.b_enc, self.b_dec,
+                            self.threshold, self.max_act, self.W_dec, firing, competition or self.competition)
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How a runtime firing rule agrees with exact TopK on a set of tokens (one layer)."""
+
+    layer: int
+    firing: str
+    tokens: int
+    topk_firings: int  # (token, feature) pairs where TopK fires
+    runtime_firings: int
+    both: int
+    act_abs_error: float  # mean |a_runtime - a_topk| over the union of firings
+
+    @property
+    def precision(self) -> float:
+        """Share of runtime firings that TopK also fires."""
+        return self.both / self.runtime_firings if self.runtime_firings else 1.0
+
+    @property
+    def recall(self) -> float:
+        """Share of TopK firings the runtime also fires."""
+        return self.both / self.topk_firings if self.topk_firings else 1.0
+
+    @property
+    def agreement(self) -> float:
+        """Firings both agree on over firings either reports (Jaccard); 1.0 when neither fires."""
+        union = self.topk_firings + self.runtime_firings - self.both
+        return self.both / union if union else 1.0
+
+    def to_dict(self) -> dict[str, float | int | str]:
+        """JSON-ready dict including the derived rates."""
+        return {"layer": self.layer, "firing": self.firing, "tokens": self.tokens, "topk_firings": self.topk_firings,
+                "runtime_firings": self.runtime_firings, "both": self.both, "precision": round(self.precision, 5),
+                "recall": round(self.recall, 5), "agreement": round(self.agreement, 5),
+                "act_abs_error": round(self.act_abs_error, 6)}
+
+
+def topk_reference(x: Tensor, enc: LayerEncoder, full_W_enc: Tensor, full_b_enc: Tensor, k: int) -> Tensor:
+    """Exact fp32 TopK activations of the selected features: ``x [N, d]`` -> ``[N, S]``."""
+    x_c = x.float() - enc.b_dec
+    pre_all = torch.addmm(full_b_enc.float(), x_c, full_W_enc.float().T)
+    vals, idx = pre_all.topk(k, dim=-1)
+    dense = torch.zeros_like(pre_all).scatter_(-1, idx, vals.clamp_min(0))
+    return dense[:, enc.latents]
+
+
+def measure_agreement(x: Tensor, enc: LayerEncoder, full_W_enc: Tensor, full_b_enc: Tensor, k: int,
+                      *, chunk: int = 4096) -> Agreement:
+    """Compare ``enc``'s firing rule with exact TopK on activations ``x [N, d]``."""
+    topk_n = run_n = both_n = 0
+    err_sum, union_n = 0.0, 0
+    for start in range(0, x.shape[0], chunk):
+        xb = x[start:start + chunk]
+        ref = topk_reference(xb, enc, full_W_enc, full_b_enc, k)
+        _, acts = enc.encode(xb)
+        r, a = ref > 0, acts > 0
+        topk_n += int(r.sum())
+        run_n += int(a.sum())
+        both_n += int((r & a).sum())
+        union = r | a
+        union_n += int(union.sum())
+        err_sum += float((acts - ref).abs()[union].sum())
+    return Agreement(enc.layer, enc.firing, int(x.shape[0]), topk_n, run_n, both_n,
+                     err_sum / union_n if union_n else 0.0)

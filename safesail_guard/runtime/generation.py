@@ -1,0 +1,220 @@
+"""`GuardedModel`: generation and streaming with the guard's hooks live on every prompt and decoded token.
+
+The decoding loop is our own (greedy or temperature/top-p sampling, with or without the KV cache) so that the
+guard controls it token by token:
+
+- every sampled token is fed back through the model before it is shown, so its features are known first;
+- a policy `block` stops generation at the token where the rule fires - that token is never emitted - and the
+  result carries the policy's refusal message with ``finish_reason == "content_filter"``;
+- `steer` ops change the hooked layers' outputs from the position where their rule fired (unconditional
+  steer rules from the first prompt token) over the rest of the generation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+
+from safesail_guard.runtime.events import TokenActivations
+from safesail_guard.runtime.guard import Guard, GuardError, Prompt, _prompt_text, watched_mask
+
+if TYPE_CHECKING:
+    from safesail_guard.policy import CompiledPolicy, Decision
+
+FinishReason = Literal["stop", "length", "content_filter"]
+
+
+@dataclass(frozen=True)
+class ActiveSteer:
+    """One steering op with the first position it applies to."""
+
+    feature_id: str
+    layer: int
+    op: str
+    value: float
+    start: int
+
+
+@dataclass
+class Generation:
+    """The outcome of one guarded generation."""
+
+    text: str  # what the user gets: the completion, or the refusal message when blocked
+    completion: str  # what the model generated before any block
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+    tokens: list[TokenActivations]
+    decision: Decision | None
+    steering: list[ActiveSteer] = field(default_factory=list)
+    blocked_at: int | None = None  # position of the blocking token
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (token events included)."""
+        return {"text": self.text, "completion": self.completion, "finish_reason": self.finish_reason,
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "blocked_at": self.blocked_at,
+                "decision": self.decision.to_dict() if self.decision is not None else None,
+                "steering": [s.__dict__ for s in self.steering],
+                "tokens": [t.to_dict() for t in self.tokens]}
+
+
+@dataclass
+class StreamEvent:
+    """``kind="delta"``: new text for the user; ``kind="done"``: the finished `Generation`."""
+
+    kind: Literal["delta", "done"]
+    text: str = ""
+    token: TokenActivations | None = None
+    generation: Generation | None = None
+
+
+class GuardedModel:
+    """A guard's model with guarded `generate` and `stream`."""
+
+    def __init__(self, guard: Guard, policy: CompiledPolicy | str | Path | None = None) -> None:
+        self.guard = guard
+        self.policy = guard.compile(policy)
+
+    @classmethod
+    def from_db(cls, db: Any = None, model: Any = "embedded", *, policy: Any = None, **kw: Any) -> GuardedModel:
+        """`Guard.from_db` plus a policy."""
+        return cls(Guard.from_db(db, model, **kw), policy)
+
+    def generate(self, prompt: Prompt, **kw: Any) -> Generation:
+        """Generate a reply to ``prompt`` (text or chat messages); see `stream` for the options."""
+        for event in self.stream(prompt, **kw):
+            if event.kind == "done":
+                assert event.generation is not None
+                return event.generation
+        raise RuntimeError("stream ended without a result")  # pragma: no cover
+
+    @torch.no_grad()
+    def stream(self, prompt: Prompt, *, max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
+               seed: int | None = None, use_cache: bool = True,
+               policy: CompiledPolicy | str | Path | None = None) -> Iterator[StreamEvent]:
+        """Yield text deltas as tokens pass the policy, then one ``done`` event with the `Generation`."""
+        if max_new_tokens < 0:
+            raise GuardError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        if temperature < 0 or not 0 < top_p <= 1:
+            raise GuardError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+        guard, model, tok = self.guard, self.guard.model, self.guard.tokenizer
+        compiled = guard.compile(policy) if policy is not None else self.policy
+        enc, _ = guard.encode_prompt(prompt)
+        n_prompt = len(enc)
+        context = int(getattr(model.config, "max_position_embeddings", 0) or 0)
+        if n_prompt == 0:
+            raise GuardError("the prompt encodes to zero tokens")
+        if context and n_prompt + 1 > context:
+            raise GuardError(f"the prompt has {n_prompt} tokens; the model's context is {context}. Shorten it "
+                             "(Guard.scan can score longer inputs in chunks, but generation needs the context)")
+        if context:
+            max_new_tokens = min(max_new_tokens, context - n_prompt)
+        run = compiled.start(prompt_text=_prompt_text(prompt)) if compiled is not None else None
+        pieces, content, roles = enc.tokens, watched_mask(enc), enc.roles
+        special = set(tok.all_special_ids)
+
+        generated: list[int] = []
+        decoded = [""]  # stable text of `generated` so far (a trailing partial character is held back)
+
+        def meta(pos: int, token_id: int) -> tuple[str, str, bool, str | None]:
+            if pos < n_prompt:
+                return pieces[pos], "prompt", content[pos], roles[pos]
+            full = tok.decode(generated, skip_special_tokens=True)
+            stable = full[:-1] if full.endswith("\ufffd") else full
+            piece = stable[len(decoded[0]):] if stable.startswith(decoded[0]) else ""
+            decoded[0] = stable if stable.startswith(decoded[0]) else decoded[0]
+            return piece, "response", token_id not in special, "assistant"
+
+        tracker = guard.tracker(meta, run.observe if run is not None else None)
+        steering: list[ActiveSteer] = []
+
+        def refresh_steering(start: int) -> None:
+            if run is None:
+                return
+            ops = run.active_steering()
+            known = {(s.feature_id, s.op, s.value) for s in steering}
+            new = [ActiveSteer(o.feature_id, o.layer, o.op, float(o.value), start) for o in ops
+                   if (o.feature_id, o.op, float(o.value)) not in known]
+            if new:
+                steering.extend(new)
+                tracker.set_steering(steering)
+
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        eos = _eos_ids(tok, model)
+        finish: FinishReason = "length"
+        blocked_at: int | None = None
+        refresh_steering(0)
+        ids = torch.tensor([enc.input_ids], dtype=torch.long)
+        with tracker.attached(model):
+            cache = _new_cache() if use_cache else None
+            logits = self._forward(ids, cache)
+            if run is not None and run.blocked is not None:
+                finish, blocked_at = "content_filter", run.blocked.span[1]
+            else:
+                refresh_steering(n_prompt)
+                for _ in range(max_new_tokens):
+                    next_id = _sample(logits, temperature, top_p, gen)
+                    if next_id in eos:
+                        finish = "stop"
+                        break
+                    generated.append(next_id)
+                    step_ids = torch.tensor([[next_id]]) if use_cache else torch.tensor(
+                        [enc.input_ids + generated])
+                    logits = self._forward(step_ids, cache)
+                    event = tracker.tokens[-1]
+                    if run is not None and run.blocked is not None:
+                        finish, blocked_at = "content_filter", event.position
+                        generated.pop()
+                        break
+                    refresh_steering(event.position + 1)
+                    if event.text:
+                        yield StreamEvent("delta", event.text, event)
+        decision = run.finish() if run is not None else None
+        completion = tok.decode(generated, skip_special_tokens=True)
+        text = completion
+        if finish == "content_filter":
+            text = (decision.refusal if decision is not None and decision.refusal else
+                    "I can't help with that.")
+        result = Generation(text, completion, finish, n_prompt, len(generated), tracker.tokens, decision,
+                            steering, blocked_at)
+        yield StreamEvent("done", generation=result)
+
+    def _forward(self, ids: torch.Tensor, cache: Any) -> torch.Tensor:
+        out = self.guard.model(input_ids=ids, past_key_values=cache, use_cache=cache is not None)
+        return out.logits[0, -1].float()
+
+
+def _new_cache() -> Any:
+    from transformers import DynamicCache
+
+    return DynamicCache()
+
+
+def _eos_ids(tokenizer: Any, model: Any) -> set[int]:
+    ids: set[int] = set()
+    for src in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+        if isinstance(src, int):
+            ids.add(src)
+        elif isinstance(src, (list, tuple)):
+            ids.update(int(i) for i in src)
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() else None
+    if isinstance(im_end, int):
+        ids.add(im_end)
+    return ids
+
+
+def _sample(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator | None) -> int:
+    if temperature == 0:
+        return int(logits.argmax())
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p < 1:
+        sorted_p, order = probs.sort(descending=True)
+        keep = sorted_p.cumsum(-1) - sorted_p < top_p
+        probs = torch.zeros_like(probs).scatter_(0, order[keep], sorted_p[keep])
+        probs /= probs.sum()
+    return int(torch.multinomial(probs, 1, generator=gen))

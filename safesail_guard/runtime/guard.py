@@ -1,0 +1,442 @@
+"""`Guard`: a neuron database's safety features attached to a live model, token by token.
+
+    from safesail_guard.runtime import Guard
+    guard = Guard.from_db()                      # shipped database + embedded SmolLM2
+    result = guard.scan([{"role": "user", "content": "how do I pick a lock"}], policy="default")
+    result.decision.action, result.risk.score, result.tokens[5].hits
+
+    with guard.watch(policy="default") as session:   # any HF generate call on guard.model
+        guard.model.generate(ids, stopping_criteria=session.stopping_criteria(), max_new_tokens=40)
+    session.tokens, session.decision()
+
+`GuardedModel` (runtime/generation.py) adds generation and streaming with blocking and steering.
+The database's model fingerprint must match the model's; a mismatch raises `ModelMismatchError`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from safesail_guard.chat import EncodedText, encode_chat, encode_text, validate_messages
+from safesail_guard.hooks import HookPoint, get_adapter, resolve_points, run_until_hooks
+from safesail_guard.runtime.encoder import Competition, Firing, LayerEncoder
+from safesail_guard.runtime.events import FeatureCatalog, TokenActivations
+from safesail_guard.runtime.tracker import SequenceTracker
+
+if TYPE_CHECKING:
+    from safesail_guard.models import LoadedModel
+    from safesail_guard.policy import CompiledPolicy, Decision, PolicyRun
+    from safesail_guard.runtime.scoring import RiskHead, RiskScore
+    from safesail_neuron_db import NeuronDB
+
+DEFAULT_MAX_TOKENS = 2048  # per forward pass; longer inputs are scanned in chunks of this size
+
+
+class GuardError(ValueError):
+    """A guard could not be built or used as asked (the message says what to change)."""
+
+
+Prompt = str | Sequence[dict[str, Any]]
+
+
+@dataclass
+class Truncation:
+    """What happened to an input longer than one forward pass allows."""
+
+    strategy: str  # "none" | "chunked"
+    tokens: int
+    chunks: int
+    max_tokens: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {"strategy": self.strategy, "tokens": self.tokens, "chunks": self.chunks, "max_tokens": self.max_tokens}
+
+
+@dataclass
+class GuardResult:
+    """Everything the guard saw for one input: per-token events, the policy's decision, the risk score."""
+
+    tokens: list[TokenActivations]
+    decision: Decision | None = None
+    risk: RiskScore | None = None
+    truncation: Truncation | None = None
+
+    def prompt_tokens(self) -> list[TokenActivations]:
+        """Tokens of the prompt (scope == "prompt")."""
+        return [t for t in self.tokens if t.scope == "prompt"]
+
+
+def _identity_of(model: Any) -> tuple[Any, Any, str, str]:
+    """(hf model, tokenizer, fingerprint, name) from a LoadedModel."""
+    return model.model, model.tokenizer, model.identity.fingerprint, model.identity.name
+
+
+class Guard:
+    """Safety features of one database, ready to encode a model's activations; see the module docstring."""
+
+    def __init__(self, model: Any, tokenizer: Any, db: NeuronDB, *, model_fingerprint: str, model_name: str = "",
+                 firing: Firing | None = None, competition: dict[int, Competition] | None = None,
+                 max_tokens: int | None = None, risk_head: RiskHead | None | bool = None) -> None:
+        """Low-level constructor; prefer `Guard.from_db`. ``model_fingerprint`` must equal the database's."""
+        if model_fingerprint != db.fingerprint:
+            from safesail_neuron_db import ModelMismatchError
+
+            raise ModelMismatchError(
+                f"the neuron database {db.path} was built for model '{db.manifest.model.name}' (fingerprint "
+                f"{db.fingerprint[:16]}), but the guard is being attached to {model_name or 'a model'} with "
+                f"fingerprint {model_fingerprint[:16]}; use a database built for this model (`safesail build-db`)")
+        self.model, self.tokenizer, self.db = model, tokenizer, db
+        self.model_name = model_name or db.manifest.model.name
+        self.site: str = db.site
+        self.catalog = FeatureCatalog.from_db(db)
+        get_adapter(model)
+        resolve_points(model, [HookPoint(layer, self.site) for layer in db.layers])
+        self.competition = dict(competition or {})
+        if firing is None:
+            firing = "topk" if all(layer in self.competition for layer in db.layers) else "threshold"
+        self.firing: Firing = firing
+        self.encoders = {layer: self._layer_encoder(layer) for layer in db.layers}
+        limit = getattr(model.config, "max_position_embeddings", None) or DEFAULT_MAX_TOKENS
+        self.max_tokens = int(max_tokens or min(int(limit), DEFAULT_MAX_TOKENS))
+        if self.max_tokens < 8:
+            raise GuardError(f"max_tokens must be at least 8, got {self.max_tokens}")
+        self.risk_head = self._risk_head(risk_head)
+
+    # --------------------------------------------------------------- building
+    @classmethod
+    def from_db(cls, db: NeuronDB | str | Path | None = None, model: LoadedModel | str = "embedded", *,
+                firing: Firing | None = None, max_tokens: int | None = None,
+                risk_head: RiskHead | None | bool = None) -> Guard:
+        """Open ``db`` (default: the shipped database), load ``model`` if given as a spec, and attach.
+
+        ``firing`` picks the firing rule (default: exact ``"topk"`` when the database ships the competition
+        weights, else ``"threshold"``).
+        """
+        from safesail_neuron_db import NeuronDB
+
+        if isinstance(model, str):
+            from safesail_guard.models import load_model
+
+            model = load_model(model)
+        hf_model, tokenizer, fingerprint, name = _identity_of(model)
+        if not isinstance(db, NeuronDB):
+            db = NeuronDB.open(db, expected_fingerprint=fingerprint, expected_name=name)
+        competition = _competition_from_db(db)
+        return cls(hf_model, tokenizer, db, model_fingerprint=fingerprint, model_name=name, firing=firing,
+                   competition=competition, max_tokens=max_tokens, risk_head=risk_head)
+
+    def _layer_encoder(self, layer: int) -> LayerEncoder:
+        enc = self.db.encoder(layer)
+        d_model = int(self.model.config.hidden_size)
+        if enc["W_enc"].shape[1] != d_model:
+            raise GuardError(f"database layer {layer} encodes width {enc['W_enc'].shape[1]}, the model has "
+                             f"hidden_size {d_model}")
+        ids = [f"{layer}_{int(i)}" for i in enc["latents"].tolist()]
+        max_act = torch.tensor([self.catalog[i].max_act for i in ids], dtype=torch.float32)
+        dtype = next(self.model.parameters()).dtype
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise GuardError(f"unsupported model dtype {dtype}")
+        return LayerEncoder(layer, ids, enc["latents"].long(), enc["W_enc"].float(), enc["b_enc"].float(),
+                            enc["b_dec"].float(), enc["threshold"].float(), max_act, enc["W_dec"].float(),
+                            firing=self.firing, competition=self.competition.get(layer))
+
+    def _risk_head(self, head: RiskHead | None | bool) -> RiskHead | None:
+        if head is False:
+            return None
+        if head is None or head is True:
+            from safesail_guard.runtime.scoring import RiskHead
+
+            return RiskHead.from_db(self.db, self.catalog, required=head is True)
+        return head
+
+    @property
+    def layers(self) -> list[int]:
+        """Guarded layers."""
+        return sorted(self.encoders)
+
+    def __repr__(self) -> str:
+        n = sum(e.n_features for e in self.encoders.values())
+        return (f"Guard({self.model_name}, {n} features at layers {self.layers} ({self.site}), "
+                f"firing={self.firing})")
+
+    # ------------------------------------------------------------------ policy
+    def compile(self, policy: CompiledPolicy | str | Path | None) -> CompiledPolicy | None:
+        """A compiled policy from a compiled one, a shipped name ("default"), a file path or YAML text."""
+        if policy is None:
+            return None
+        from safesail_guard.policy import CompiledPolicy, compile_policy, load_policy
+
+        if isinstance(policy, CompiledPolicy):
+            return policy
+        from safesail_policies import policy_path
+
+        source: Any = policy
+        if isinstance(policy, (str, Path)) and "\n" not in str(policy):
+            source = policy_path(str(policy))
+        return compile_policy(load_policy(source), self.catalog)
+
+    # --------------------------------------------------------------- encoding
+    def encode_prompt(self, prompt: Prompt, response: str | None = None) -> tuple[EncodedText, int]:
+        """Tokens of ``prompt`` (text or chat messages, chat template applied) plus an optional assistant
+        ``response``; returns the encoding and the number of prompt tokens (the rest are response)."""
+        if isinstance(prompt, str):
+            messages = [{"role": "user", "content": prompt}]
+        else:
+            messages = validate_messages(list(prompt))
+        if getattr(self.tokenizer, "chat_template", None) is None:
+            text = "\n".join(m["content"] for m in messages)
+            enc = encode_text(self.tokenizer, text + (response or ""))
+            n_prompt = len(encode_text(self.tokenizer, text)) if response else len(enc)
+            return enc, n_prompt
+        if response is None:
+            return encode_chat(self.tokenizer, messages, add_generation_prompt=True), -1
+        full = encode_chat(self.tokenizer, [*messages, {"role": "assistant", "content": response}],
+                           add_generation_prompt=False)
+        head = encode_chat(self.tokenizer, messages, add_generation_prompt=True)
+        n = 0
+        while n < min(len(head), len(full)) and head.input_ids[n] == full.input_ids[n]:
+            n += 1
+        return full, n
+
+    def _token_meta(self, enc: EncodedText, n_prompt: int):
+        pieces, content, roles = enc.tokens, watched_mask(enc), enc.roles
+        n_prompt = len(enc) if n_prompt < 0 else n_prompt
+
+        def meta(pos: int, _tid: int) -> tuple[str, str, bool, str | None]:
+            return pieces[pos], ("prompt" if pos < n_prompt else "response"), content[pos], roles[pos]
+
+        return meta
+
+    def tracker(self, token_meta: Any, on_token: Any = None) -> SequenceTracker:
+        """A fresh `SequenceTracker` over this guard's encoders."""
+        return SequenceTracker(self.encoders, self.site, token_meta, on_token)
+
+    @torch.no_grad()
+    def scan(self, prompt: Prompt, *, policy: CompiledPolicy | str | Path | None = None,
+             response: str | None = None) -> GuardResult:
+        """Encode ``prompt`` (and a given ``response``) in one pass, without generating, and apply ``policy``.
+
+        Inputs longer than ``max_tokens`` are scanned in consecutive chunks (each chunk is its own forward
+        pass, so features see at most ``max_tokens`` of context); `GuardResult.truncation` says so.
+        """
+        compiled = self.compile(policy)
+        enc, n_prompt = self.encode_prompt(prompt, response)
+        if len(enc) == 0:
+            raise GuardError("nothing to scan: the input encodes to zero tokens")
+        run = compiled.start(prompt_text=_prompt_text(prompt)) if compiled is not None else None
+        tracker = self.tracker(self._token_meta(enc, n_prompt), run.observe if run is not None else None)
+        tracker.stop_at_deepest = True
+        ids = torch.tensor(enc.input_ids, dtype=torch.long)
+        n_chunks = math.ceil(len(ids) / self.max_tokens)
+        with tracker.attached(self.model):
+            for c in range(n_chunks):
+                chunk = ids[c * self.max_tokens:(c + 1) * self.max_tokens]
+                tracker.position_base = c * self.max_tokens  # chunk positions continue the previous chunk's
+                run_until_hooks(self.model, input_ids=chunk.unsqueeze(0), use_cache=False)
+        trunc = Truncation("chunked" if n_chunks > 1 else "none", len(ids), n_chunks, self.max_tokens)
+        result = GuardResult(tracker.tokens, run.finish() if run is not None else None, truncation=trunc)
+        if self.risk_head is not None:
+            result.risk = self.risk_head.score(result.tokens)
+        return result
+
+    @torch.no_grad()
+    def scan_batch(self, prompts: Sequence[Prompt], *, policy: CompiledPolicy | str | Path | None = None,
+                   batch_size: int = 8, progress: Any = None) -> list[GuardResult | Exception]:
+        """`scan` many prompts in padded batches (length-sorted); one result per prompt, in input order.
+
+        A prompt that cannot be encoded gets its exception in its slot instead of a result, so one bad item
+        never stops the rest. Prompts longer than ``max_tokens`` go through `scan` (chunked). ``progress`` is
+        called with the number of prompts finished after each batch.
+        """
+        if batch_size < 1:
+            raise GuardError(f"batch_size must be >= 1, got {batch_size}")
+        compiled = self.compile(policy)
+        results: list[GuardResult | Exception | None] = [None] * len(prompts)
+        encoded: list[tuple[int, EncodedText]] = []
+        for i, p in enumerate(prompts):
+            try:
+                enc, _ = self.encode_prompt(p)
+                if len(enc) == 0:
+                    raise GuardError("nothing to scan: the input encodes to zero tokens")
+            except (ValueError, TypeError) as e:
+                results[i] = e
+                continue
+            if len(enc) > self.max_tokens:
+                results[i] = self.scan(p, policy=compiled)
+                continue
+            encoded.append((i, enc))
+        encoded.sort(key=lambda item: len(item[1]))
+        for start in range(0, len(encoded), batch_size):
+            chunk = encoded[start:start + batch_size]
+            for (i, enc), tokens in zip(chunk, self._batch_events([e for _, e in chunk])):
+                run = compiled.start(prompt_text=_prompt_text(prompts[i])) if compiled is not None else None
+                if run is not None:
+                    for t in tokens:
+                        run.observe(t)
+                res = GuardResult(tokens, run.finish() if run is not None else None,
+                                  truncation=Truncation("none", len(enc), 1, self.max_tokens))
+                if self.risk_head is not None:
+                    res.risk = self.risk_head.score(tokens)
+                results[i] = res
+            if progress is not None:
+                progress(len(chunk))
+        return [r if r is not None else GuardError("not scanned") for r in results]
+
+    def _batch_events(self, encs: Sequence[EncodedText]) -> list[list[TokenActivations]]:
+        """One right-padded forward pass (stopping after the deepest guarded layer) for prompts only."""
+        from safesail_guard.hooks import StopForward, attach_hooks
+        from safesail_guard.runtime.tracker import batch_hits
+
+        lengths = [len(e) for e in encs]
+        T = max(lengths)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(encs), T), pad, dtype=torch.long)
+        mask = torch.zeros((len(encs), T), dtype=torch.long)
+        for b, e in enumerate(encs):
+            ids[b, :len(e)] = torch.tensor(e.input_ids)
+            mask[b, :len(e)] = 1
+        valid = mask.bool()
+        per_layer: dict[int, dict[int, list]] = {}
+
+        def on_layer(point: HookPoint, act: torch.Tensor) -> None:
+            _, acts = self.encoders[point.layer].encode(act[valid])
+            per_layer[point.layer] = batch_hits(self.encoders[point.layer], acts)
+            return None
+
+        with attach_hooks(self.model, {HookPoint(layer, self.site): on_layer for layer in self.encoders},
+                          stop_after=True):
+            try:
+                self.model(input_ids=ids, attention_mask=mask, use_cache=False)
+            except StopForward:
+                pass
+        out: list[list[TokenActivations]] = []
+        row = 0
+        for e in encs:
+            pieces, content = e.tokens, watched_mask(e)
+            tokens = []
+            for pos in range(len(e)):
+                hits = [h for layer in sorted(per_layer) for h in per_layer[layer].get(row, ())]
+                hits.sort(key=lambda h: -h.normalized)
+                tokens.append(TokenActivations(pos, e.input_ids[pos], pieces[pos], "prompt", content[pos], hits,
+                                               e.roles[pos]))
+                row += 1
+            out.append(tokens)
+        return out
+
+    # ------------------------------------------------------------------ watch
+    @contextmanager
+    def watch(self, *, policy: CompiledPolicy | str | Path | None = None,
+              prompt_tokens: int | None = None) -> Iterator[WatchSession]:
+        """Attach to ``self.model`` for one sequence driven by any code (e.g. ``model.generate``).
+
+        Positions below ``prompt_tokens`` (default: the first forward call's length) are the prompt.
+        """
+        compiled = self.compile(policy)
+        session = WatchSession(self, compiled, prompt_tokens)
+        with session.tracker.attached(self.model):
+            yield session
+
+
+WATCHED_ROLES = ("user", "assistant", "tool", "text")
+"""Roles whose tokens policies and scores count; system/developer messages are trusted operator text."""
+
+
+def watched_mask(enc: EncodedText) -> list[bool]:
+    """Per token: non-special content of a watched role (see `WATCHED_ROLES`)."""
+    return enc.content_mask(WATCHED_ROLES)
+
+
+def _prompt_text(prompt: Prompt) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    return "\n".join(m["content"] for m in validate_messages(list(prompt)) if m["role"] in ("user", "tool"))
+
+
+@dataclass
+class WatchSession:
+    """Live state of one watched sequence."""
+
+    guard: Guard
+    policy: CompiledPolicy | None
+    prompt_tokens: int | None = None
+    run: PolicyRun | None = field(default=None, init=False)
+    tracker: SequenceTracker = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tracker = self.guard.tracker(self._meta, self._observe)
+        self._decoded: list[int] = []
+
+    def _meta(self, pos: int, token_id: int) -> tuple[str, str, bool, str | None]:
+        if self.prompt_tokens is None:
+            self.prompt_tokens = int(self.tracker._offset + (self.tracker._ids.shape[0]
+                                                              if self.tracker._ids is not None else 0))
+        special = token_id in set(self.guard.tokenizer.all_special_ids)
+        text = self.guard.tokenizer.decode([token_id])
+        scope = "prompt" if pos < self.prompt_tokens else "response"
+        return text, scope, not special, ("assistant" if scope == "response" else None)
+
+    def _observe(self, tok: TokenActivations) -> None:
+        if self.policy is not None and self.run is None:
+            self.run = self.policy.start(prompt_text="")
+        if self.run is not None:
+            self.run.observe(tok)
+
+    @property
+    def tokens(self) -> list[TokenActivations]:
+        """Events so far."""
+        return self.tracker.tokens
+
+    @torch.no_grad()
+    def flush(self, sequence: torch.Tensor | Sequence[int]) -> None:
+        """Score the tokens of ``sequence`` (prompt + output ids) the model has not processed yet.
+
+        ``model.generate`` never feeds its last sampled token back through the model; call this with the
+        output row to see it. Runs one uncached pass that stops after the deepest guarded layer.
+        """
+        ids = torch.as_tensor(list(sequence) if not isinstance(sequence, torch.Tensor) else sequence).reshape(1, -1)
+        if ids.shape[1] <= self.tracker.seen:
+            return
+        self.tracker.stop_at_deepest = True
+        try:
+            run_until_hooks(self.guard.model, input_ids=ids, use_cache=False)
+        finally:
+            self.tracker.stop_at_deepest = False
+
+    def decision(self) -> Decision | None:
+        """The policy's decision over everything seen (None without a policy)."""
+        return self.run.finish() if self.run is not None else None
+
+    def stopping_criteria(self) -> Any:
+        """A transformers StoppingCriteriaList that stops generation when the policy blocks."""
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        session = self
+
+        class _Blocked(StoppingCriteria):
+            def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+                blocked = session.run is not None and session.run.blocked is not None
+                return torch.full((input_ids.shape[0],), blocked, dtype=torch.bool)
+
+        return StoppingCriteriaList([_Blocked()])
+
+
+def _competition_from_db(db: NeuronDB) -> dict[int, Competition]:
+    """The full-dictionary competition weights, when the database ships them."""
+    loader = getattr(db, "competition", None)
+    if loader is None:
+        return {}
+    out = {}
+    for layer in db.layers:
+        comp = loader(layer)
+        if comp is None:
+            return {}
+        out[layer] = Competition(comp["W_enc"], comp["b_enc"].float(), int(comp["k"]))
+    return out

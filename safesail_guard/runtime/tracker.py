@@ -1,0 +1,212 @@
+"""Forward hooks that follow one sequence through prefill and decoding and turn activations into token events.
+
+A `SequenceTracker` is attached to a model for the life of one sequence (batch size 1). It learns where each
+forward call starts from the call's KV cache (a pre-hook on the whole model), so it handles all three ways a
+causal LM is driven:
+
+- prefill: one call over the prompt, positions 0..T-1;
+- cached decoding: one call per token, positions continue after the cache;
+- uncached decoding: every call re-runs the whole sequence from position 0; only positions not seen before
+  become new events.
+
+At every hooked layer it encodes only the new positions (`LayerEncoder.encode`), optionally adds steering
+deltas, and at the deepest hooked layer it builds one `TokenActivations` per new position and hands it to
+`on_token`. Hook calls and encoded positions are counted so tests can check that nothing was skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from safesail_guard.hooks import HookPoint, StopForward, attach_hooks
+from safesail_guard.runtime.encoder import LayerEncoder
+from safesail_guard.runtime.events import FeatureHit, TokenActivations
+
+TokenMeta = Callable[[int, int], tuple[str, str, bool, str | None]]  # (pos, token_id) -> (text, scope, content, role)
+OP_CODES = {"clamp": 0, "scale": 1, "add": 2}
+
+
+@dataclass
+class LayerSteering:
+    """Steering ops of one layer as tensors: rows into the layer's selected features, op codes, values, start."""
+
+    rows: Tensor  # [m] int64
+    codes: Tensor  # [m] int64 (OP_CODES)
+    values: Tensor  # [m] fp32, in normalized units
+    starts: Tensor  # [m] int64: first position the op applies to
+
+    def delta(self, enc: LayerEncoder, acts: Tensor, positions: Tensor) -> Tensor:
+        """Change to add to the site output at ``positions`` given the current activations ``acts [T, S]``."""
+        a = acts[:, self.rows]  # [T, m]
+        scale = enc.max_act[self.rows]
+        v = self.values * scale
+        target = torch.where(self.codes == 0, v, torch.where(self.codes == 1, a * self.values, a + v))
+        live = positions.unsqueeze(-1) >= self.starts  # [T, m]
+        diff = torch.where(live, target - a, torch.zeros((), dtype=a.dtype))
+        return diff @ enc.W_dec[self.rows]
+
+
+@dataclass
+class TrackerStats:
+    """Counters for tests and benchmarks."""
+
+    forward_calls: int = 0
+    hook_calls: dict[int, int] = field(default_factory=dict)  # per layer
+    encoded_positions: dict[int, int] = field(default_factory=dict)  # per layer: positions encoded (new ones)
+    tokens_emitted: int = 0
+
+
+class SequenceTracker:
+    """Per-token feature events for one sequence; see the module docstring."""
+
+    def __init__(self, encoders: dict[int, LayerEncoder], site: str, token_meta: TokenMeta,
+                 on_token: Callable[[TokenActivations], None] | None = None) -> None:
+        self.encoders = encoders
+        self.site = site
+        self.token_meta = token_meta
+        self.on_token = on_token
+        self.tokens: list[TokenActivations] = []
+        self.stats = TrackerStats()
+        self.seen = 0  # positions already turned into events
+        self.stop_at_deepest = False  # raise StopForward after the deepest layer (scoring; skips the LM head)
+        self.position_base = 0  # added to every call's positions (chunked scans)
+        self._offset = 0
+        self._ids: Tensor | None = None
+        self._pending: dict[int, tuple[int, Tensor]] = {}  # layer -> (first new position, acts [T_new, S])
+        self._steering: dict[int, LayerSteering] = {}
+        self._deepest = max(encoders)
+
+    # ----------------------------------------------------------------- steering
+    def set_steering(self, ops: Sequence[Any]) -> None:
+        """Replace the steering ops (objects with feature_id, layer, op, value and optional start)."""
+        by_layer: dict[int, list[tuple[int, int, float, int]]] = {}
+        for op in ops:
+            enc = self.encoders.get(op.layer)
+            if enc is None:
+                raise ValueError(f"steering op on feature {op.feature_id}: layer {op.layer} is not guarded")
+            try:
+                row = enc.feature_ids.index(op.feature_id)
+            except ValueError:
+                raise ValueError(f"steering op names unknown feature {op.feature_id!r}") from None
+            start = int(getattr(op, "start", 0) or 0)
+            by_layer.setdefault(op.layer, []).append((row, OP_CODES[op.op], float(op.value), start))
+        self._steering = {
+            layer: LayerSteering(torch.tensor([r for r, *_ in items]), torch.tensor([c for _, c, _, _ in items]),
+                                 torch.tensor([v for *_, v, _ in items], dtype=torch.float32),
+                                 torch.tensor([s for *_, s in items]))
+            for layer, items in by_layer.items()
+        }
+
+    @property
+    def steering_layers(self) -> list[int]:
+        """Layers with active steering ops."""
+        return sorted(self._steering)
+
+    # -------------------------------------------------------------------- hooks
+    @contextmanager
+    def attached(self, model: nn.Module) -> Iterator[SequenceTracker]:
+        """Attach the hooks to ``model`` for the duration of the block (always removed)."""
+        pre = model.register_forward_pre_hook(self._pre_forward, with_kwargs=True)
+        try:
+            with attach_hooks(model, {HookPoint(layer, self.site): self._on_layer for layer in self.encoders}):
+                yield self
+        finally:
+            pre.remove()
+
+    def _pre_forward(self, _mod: nn.Module, args: tuple, kwargs: dict) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is None:
+            raise ValueError("the guard needs input_ids (inputs_embeds alone cannot be mapped to tokens)")
+        if ids.shape[0] != 1:
+            raise ValueError(f"a SequenceTracker follows one sequence; got a batch of {ids.shape[0]} "
+                             "(use Guard.scan_batch for batches)")
+        past = kwargs.get("past_key_values")
+        offset = 0
+        if past is not None and hasattr(past, "get_seq_length"):
+            offset = int(past.get_seq_length())
+        elif kwargs.get("cache_position") is not None:
+            offset = int(kwargs["cache_position"].reshape(-1)[0])
+        self._offset, self._ids = offset + self.position_base, ids[0]
+        self._pending.clear()
+        self.stats.forward_calls += 1
+
+    def _on_layer(self, point: HookPoint, act: Tensor) -> Tensor | None:
+        layer = point.layer
+        self.stats.hook_calls[layer] = self.stats.hook_calls.get(layer, 0) + 1
+        enc = self.encoders[layer]
+        x = act[0]
+        T = x.shape[0]
+        first_new = max(0, self.seen - self._offset)
+        steer = self._steering.get(layer)
+        if steer is None and first_new >= T:
+            return self._finish_if_deepest(layer)
+        with torch.no_grad():
+            # encode every position steering touches; only the new ones become events
+            lo = 0 if steer is not None else first_new
+            _, acts = enc.encode(x[lo:])
+            self.stats.encoded_positions[layer] = self.stats.encoded_positions.get(layer, 0) + (T - first_new)
+            self._pending[layer] = (self._offset + first_new, acts[first_new - lo:])
+            new_out = None
+            if steer is not None:
+                positions = torch.arange(self._offset + lo, self._offset + T)
+                delta = steer.delta(enc, acts, positions)
+                new_out = act.clone()
+                new_out[0, lo:] += delta.to(act.dtype)
+        self._finish_if_deepest(layer)
+        return new_out
+
+    def _finish_if_deepest(self, layer: int) -> None:
+        if layer != self._deepest:
+            return None
+        end = self._offset + (self._ids.shape[0] if self._ids is not None else 0)
+        for pos in range(max(self.seen, self._offset), end):
+            self._emit(pos)
+        self.seen = max(self.seen, end)
+        self._pending.clear()
+        if self.stop_at_deepest:
+            raise StopForward
+        return None
+
+    def _emit(self, pos: int) -> None:
+        assert self._ids is not None
+        token_id = int(self._ids[pos - self._offset])
+        text, scope, content, role = self.token_meta(pos, token_id)
+        hits: list[FeatureHit] = []
+        for layer, (first, acts) in self._pending.items():
+            hits.extend(row_hits(self.encoders[layer], acts[pos - first]))
+        hits.sort(key=lambda h: -h.normalized)
+        tok = TokenActivations(pos, token_id, text, scope, content, hits, role)  # type: ignore[arg-type]
+        self.tokens.append(tok)
+        self.stats.tokens_emitted += 1
+        if self.on_token is not None:
+            self.on_token(tok)
+
+
+def row_hits(enc: LayerEncoder, row: Tensor) -> list[FeatureHit]:
+    """The firing features in one token's activation row ``[S]`` of ``enc``'s layer."""
+    idx = row.nonzero().flatten()
+    if idx.numel() == 0:
+        return []
+    vals = row[idx]
+    norms = (vals / enc.max_act[idx]).tolist()
+    return [FeatureHit(enc.feature_ids[i], round(v, 6), round(n, 6))
+            for i, v, n in zip(idx.tolist(), vals.tolist(), norms)]
+
+
+def batch_hits(enc: LayerEncoder, acts: Tensor) -> dict[int, list[FeatureHit]]:
+    """Hits of every row of ``acts [N, S]`` that has any, keyed by row index (one nonzero() for all rows)."""
+    nz = acts.nonzero()
+    if nz.numel() == 0:
+        return {}
+    vals = acts[nz[:, 0], nz[:, 1]]
+    norms = (vals / enc.max_act[nz[:, 1]]).tolist()
+    out: dict[int, list[FeatureHit]] = {}
+    for (r, c), v, n in zip(nz.tolist(), vals.tolist(), norms):
+        out.setdefault(r, []).append(FeatureHit(enc.feature_ids[c], round(v, 6), round(n, 6)))
+    return out
