@@ -6,7 +6,8 @@ features with:
 
 - ``threshold``            per-feature thresholds shipped in the database;
 - ``topk`` + competition   the k-th largest pre-activation computed from all encoder rows stored as fp32,
-  bf16, fp16 or int8 (per-row scale, dequantised to bf16 at load).
+  bf16, fp16, int8 (per-row scale) or 12-bit (int8 + 4-bit residual, the shipped format), computed in fp16
+  for the quantised ones; ``topk-shipped`` reads the database's own competition file.
 
 Reports precision/recall/agreement (Jaccard) of "feature fires", the mean activation error over the union of
 firings, and the encoder's cost per decoded token (batch 1) measured side by side in this run.
@@ -65,13 +66,18 @@ def main() -> None:
     rows, timing = [], []
     for layer in db.layers:
         point = f"layers.{layer}.{db.site}"
-        sae = TopKSAE.load(args.work_dir / "saes" / point / f"k{db.manifest.sae[point]['k'] if isinstance(db.manifest.sae.get(point), dict) else 128}")
+        sae = TopKSAE.load(args.work_dir / "saes" / point / f"k{db.manifest.sae[str(layer)]['k']}")
         x = open_shards(args.work_dir / "acts" / "eval" / point).load_all()[: args.max_tokens].float()
         W, b, k = sae.W_enc.detach().float(), sae.b_enc.detach().float(), sae.k
         base = _encoder(db, layer)
         variants = {"threshold": base}
+        shipped = db.competition(layer)
         for name, comp_w in (("topk-fp32", W), ("topk-bf16", W.bfloat16()), ("topk-fp16", W.half()),
-                             ("topk-int8", quantize_rows(W).dequantize(torch.bfloat16))):
+                             ("topk-int8", quantize_rows(W, residual=False).dequantize(torch.float16)),
+                             ("topk-12bit", quantize_rows(W).dequantize(torch.float16)),
+                             ("topk-shipped", shipped["W_enc"] if shipped else None)):
+            if comp_w is None:
+                continue
             variants[name] = base.with_firing("topk", Competition(comp_w, b, k))
         for name, enc in variants.items():
             agr = measure_agreement(x, enc, W, b, k).to_dict()

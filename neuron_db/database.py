@@ -444,7 +444,7 @@ class NeuronDB:
         return (self.path / name).read_text(encoding="utf-8")
 
     def competition(self, layer: int) -> dict[str, Tensor] | None:
-        """All encoder rows of ``layer`` for exact TopK firing: ``{W_enc (bf16), b_enc, k}``; None if not shipped."""
+        """All encoder rows of ``layer`` for exact TopK firing: ``{W_enc (fp16), b_enc, k}``; None if not shipped."""
         if not self.has_file(COMPETITION_FILE):
             return None
         if layer not in self.manifest.layers:
@@ -456,6 +456,7 @@ class NeuronDB:
             with safe_open(str(path), framework="pt", device="cpu") as f:
                 meta = f.metadata() or {}
                 q = f.get_tensor(f"layers.{layer}.W_q")
+                r = f.get_tensor(f"layers.{layer}.W_r")
                 scale = f.get_tensor(f"layers.{layer}.scale")
                 b_enc = f.get_tensor(f"layers.{layer}.b_enc")
         except (SafetensorError, OSError, KeyError) as e:
@@ -464,5 +465,7 @@ class NeuronDB:
             raise CorruptDatabaseError(f"{path}: built for another model than the manifest's")
         import torch
 
-        W = (q.float() * scale.float().unsqueeze(-1)).to(torch.bfloat16)
+        from safesail_guard.runtime.competition import QuantizedRows
+
+        W = QuantizedRows(q, scale.float(), r).dequantize(torch.float16)
         return {"W_enc": W, "b_enc": b_enc.float(), "k": int(meta.get(f"layers.{layer}.k", "0"))}

@@ -538,7 +538,8 @@ def _score_rows(p: _PendingFeature) -> list[tuple[Any, ...]]:
     return rows
 
 
-_ST_DTYPES = {"torch.float32": ("F32", "<f4"), "torch.int64": ("I64", "<i8"), "torch.int8": ("I8", "<i1")}
+_ST_DTYPES = {"torch.float32": ("F32", "<f4"), "torch.int64": ("I64", "<i8"), "torch.int8": ("I8", "<i1"),
+              "torch.uint8": ("U8", "<u1")}
 
 
 def safetensors_bytes(tensors: dict[str, Tensor], metadata: dict[str, str]) -> bytes:
@@ -612,15 +613,17 @@ def _swap_into_place(new: Path, target: Path) -> None:
 
 
 def competition_bytes(layers: dict[int, tuple[Tensor, Tensor, int]], model_fingerprint: str) -> bytes:
-    """``competition.safetensors`` from ``{layer: (W_enc [n, d] fp32, b_enc [n], k)}``: int8 rows + fp32 scales."""
+    """``competition.safetensors`` from ``{layer: (W_enc [n, d] fp32, b_enc [n], k)}``: 12-bit rows (int8 code,
+    4-bit residual code, fp32 row scale; see `safesail_guard.runtime.competition`)."""
     from safesail_guard.runtime.competition import quantize_rows
 
     tensors: dict[str, Tensor] = {}
-    meta = {"model_fingerprint": model_fingerprint, "schema_version": str(SCHEMA_VERSION), "quantization": "int8-row"}
+    meta = {"model_fingerprint": model_fingerprint, "schema_version": str(SCHEMA_VERSION), "quantization": "int8+int4-residual-row"}
     for layer in sorted(layers):
         W, b, k = layers[layer]
         qr = quantize_rows(W)
         tensors[f"layers.{layer}.W_q"] = qr.q
+        tensors[f"layers.{layer}.W_r"] = qr.r_packed
         tensors[f"layers.{layer}.scale"] = qr.scale
         tensors[f"layers.{layer}.b_enc"] = b.detach().float().contiguous()
         meta[f"layers.{layer}.k"] = str(int(k))

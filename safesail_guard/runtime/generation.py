@@ -12,7 +12,8 @@ guard controls it token by token:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -79,6 +80,8 @@ class GuardedModel:
     def __init__(self, guard: Guard, policy: CompiledPolicy | str | Path | None = None) -> None:
         self.guard = guard
         self.policy = guard.compile(policy)
+        self._eos = _eos_ids(guard.tokenizer, guard.model)
+        self._special = set(guard.tokenizer.all_special_ids)
 
     @classmethod
     def from_db(cls, db: Any = None, model: Any = "embedded", *, policy: Any = None, **kw: Any) -> GuardedModel:
@@ -96,8 +99,16 @@ class GuardedModel:
     @torch.no_grad()
     def stream(self, prompt: Prompt, *, max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
                seed: int | None = None, use_cache: bool = True,
-               policy: CompiledPolicy | str | Path | None = None) -> Iterator[StreamEvent]:
-        """Yield text deltas as tokens pass the policy, then one ``done`` event with the `Generation`."""
+               policy: CompiledPolicy | str | Path | None = None, ignore_eos: bool = False,
+               hooks: bool = True, steer: Sequence[Any] = ()) -> Iterator[StreamEvent]:
+        """Yield text deltas as tokens pass the policy, then one ``done`` event with the `Generation`.
+
+        ``steer`` adds steering ops of your own from the first prompt token (objects with ``feature_id``,
+        ``layer``, ``op`` in clamp/scale/add and ``value``, e.g. `ActiveSteer` or the policy's `SteerOp`).
+        ``ignore_eos`` keeps generating past end-of-sequence (fixed-length benchmarks); ``hooks=False`` runs
+        the identical loop with no guard attached (the unguarded side of the overhead benchmark: no events,
+        no policy, no steering).
+        """
         if max_new_tokens < 0:
             raise GuardError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
         if temperature < 0 or not 0 < top_p <= 1:
@@ -114,9 +125,9 @@ class GuardedModel:
                              "(Guard.scan can score longer inputs in chunks, but generation needs the context)")
         if context:
             max_new_tokens = min(max_new_tokens, context - n_prompt)
-        run = compiled.start(prompt_text=_prompt_text(prompt)) if compiled is not None else None
+        run = compiled.start(prompt_text=_prompt_text(prompt)) if compiled is not None and hooks else None
         pieces, content, roles = enc.tokens, watched_mask(enc), enc.roles
-        special = set(tok.all_special_ids)
+        special = self._special
 
         generated: list[int] = []
         decoded = [""]  # stable text of `generated` so far (a trailing partial character is held back)
@@ -145,12 +156,20 @@ class GuardedModel:
                 tracker.set_steering(steering)
 
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        eos = _eos_ids(tok, model)
+        eos = self._eos
         finish: FinishReason = "length"
         blocked_at: int | None = None
+        if steer and not hooks:
+            raise GuardError("steering needs the guard's hooks (hooks=True)")
+        for op in steer:
+            if op.op not in ("clamp", "scale", "add"):
+                raise GuardError(f"unknown steering op {op.op!r}; use clamp, scale or add")
+            steering.append(ActiveSteer(op.feature_id, int(op.layer), op.op, float(op.value), 0))
+        if steering:
+            tracker.set_steering(steering)
         refresh_steering(0)
         ids = torch.tensor([enc.input_ids], dtype=torch.long)
-        with tracker.attached(model):
+        with (tracker.attached(model) if hooks else contextlib.nullcontext()):
             cache = _new_cache() if use_cache else None
             logits = self._forward(ids, cache)
             if run is not None and run.blocked is not None:
@@ -159,13 +178,15 @@ class GuardedModel:
                 refresh_steering(n_prompt)
                 for _ in range(max_new_tokens):
                     next_id = _sample(logits, temperature, top_p, gen)
-                    if next_id in eos:
+                    if next_id in eos and not ignore_eos:
                         finish = "stop"
                         break
                     generated.append(next_id)
                     step_ids = torch.tensor([[next_id]]) if use_cache else torch.tensor(
                         [enc.input_ids + generated])
                     logits = self._forward(step_ids, cache)
+                    if not hooks:
+                        continue
                     event = tracker.tokens[-1]
                     if run is not None and run.blocked is not None:
                         finish, blocked_at = "content_filter", event.position
@@ -202,8 +223,8 @@ def _eos_ids(tokenizer: Any, model: Any) -> set[int]:
             ids.add(src)
         elif isinstance(src, (list, tuple)):
             ids.update(int(i) for i in src)
-    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() else None
-    if isinstance(im_end, int):
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
         ids.add(im_end)
     return ids
 

@@ -85,7 +85,10 @@ class Guard:
     def __init__(self, model: Any, tokenizer: Any, db: NeuronDB, *, model_fingerprint: str, model_name: str = "",
                  firing: Firing | None = None, competition: dict[int, Competition] | None = None,
                  max_tokens: int | None = None, risk_head: RiskHead | None | bool = None) -> None:
-        """Low-level constructor; prefer `Guard.from_db`. ``model_fingerprint`` must equal the database's."""
+        """Low-level constructor; prefer `Guard.from_db`. ``model_fingerprint`` must equal the database's.
+
+        ``competition`` (per-layer full encoders) defaults to the database's own competition file, if any.
+        """
         if model_fingerprint != db.fingerprint:
             from safesail_neuron_db import ModelMismatchError
 
@@ -99,7 +102,7 @@ class Guard:
         self.catalog = FeatureCatalog.from_db(db)
         get_adapter(model)
         resolve_points(model, [HookPoint(layer, self.site) for layer in db.layers])
-        self.competition = dict(competition or {})
+        self.competition = dict(competition) if competition is not None else _competition_from_db(db)
         if firing is None:
             firing = "topk" if all(layer in self.competition for layer in db.layers) else "threshold"
         self.firing: Firing = firing
@@ -129,9 +132,8 @@ class Guard:
         hf_model, tokenizer, fingerprint, name = _identity_of(model)
         if not isinstance(db, NeuronDB):
             db = NeuronDB.open(db, expected_fingerprint=fingerprint, expected_name=name)
-        competition = _competition_from_db(db)
         return cls(hf_model, tokenizer, db, model_fingerprint=fingerprint, model_name=name, firing=firing,
-                   competition=competition, max_tokens=max_tokens, risk_head=risk_head)
+                   max_tokens=max_tokens, risk_head=risk_head)
 
     def _layer_encoder(self, layer: int) -> LayerEncoder:
         enc = self.db.encoder(layer)
