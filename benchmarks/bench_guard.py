@@ -1,8 +1,9 @@
 """Guard overhead: guarded vs unguarded decoding (same loop, same run), per-token guard cost, scoring throughput.
 
-- **Decoding.** `GuardedModel.stream` with the guard's hooks and a policy vs the identical loop with
-  ``hooks=False``; greedy, fixed length (``ignore_eos``), KV cache, batch 1. The two are interleaved prompt by
-  prompt (A B B A ...) so drift in machine load hits both; the ratio is guarded / unguarded tokens per second.
+- **Decoding.** `GuardedModel.stream` with the guard's hooks and a policy (exact TopK firing, and the
+  threshold rule) vs the identical loop with ``hooks=False``; greedy, fixed length (``ignore_eos``), KV cache,
+  batch 1. The sides run in rotating order prompt by prompt so drift in machine load hits all of them; the
+  ratio is guarded / unguarded tokens per second.
   HF ``model.generate`` on the same prompts is reported for reference.
 - **Per-token cost.** The encoder alone (all guarded layers, one token) for each firing rule, timed in a loop.
 - **Scoring.** `Guard.scan_batch` prompts per second on the evaluation prompts at several batch sizes.
@@ -36,7 +37,7 @@ PROMPTS = [
 ]
 
 
-def _time_stream(gm: GuardedModel, prompt: str, n: int, hooks: bool) -> tuple[float, int]:
+def _time_stream(gm: GuardedModel, prompt: str, n: int, hooks: bool = True) -> tuple[float, int]:
     t = time.perf_counter()
     gen = gm.generate(prompt, max_new_tokens=n, ignore_eos=True, hooks=hooks)
     return time.perf_counter() - t, gen.completion_tokens
@@ -52,13 +53,17 @@ def _time_hf(guard: Guard, prompt: str, n: int) -> tuple[float, int]:
 
 def decoding(guard: Guard, n_tokens: int, rounds: int, policy: str) -> dict:
     gm = GuardedModel(guard, policy)
+    thr = Guard(guard.model, guard.tokenizer, guard.db, model_fingerprint=guard.db.fingerprint, firing="threshold")
+    gm_thr = GuardedModel(thr, policy)
     gm.generate(PROMPTS[0], max_new_tokens=4)  # warm-up
-    tot = {"guarded": [0.0, 0], "unguarded": [0.0, 0], "hf_generate": [0.0, 0]}
+    tot = {"guarded": [0.0, 0], "guarded_threshold": [0.0, 0], "unguarded": [0.0, 0], "hf_generate": [0.0, 0]}
+    sides = ["guarded", "unguarded", "guarded_threshold"]
     for r in range(rounds):
         for i, p in enumerate(PROMPTS):
-            order = ("guarded", "unguarded") if (r + i) % 2 == 0 else ("unguarded", "guarded")
-            for side in order:
-                dt, n = _time_stream(gm, p, n_tokens, hooks=side == "guarded")
+            shift = (r * len(PROMPTS) + i) % len(sides)
+            for side in sides[shift:] + sides[:shift]:  # rotate the order so load drift hits every side
+                model = gm_thr if side == "guarded_threshold" else gm
+                dt, n = _time_stream(model, p, n_tokens, hooks=side != "unguarded")
                 tot[side][0] += dt
                 tot[side][1] += n
             dt, n = _time_hf(guard, p, n_tokens)
@@ -67,6 +72,7 @@ def decoding(guard: Guard, n_tokens: int, rounds: int, policy: str) -> dict:
     tps = {k: v[1] / v[0] for k, v in tot.items()}
     return {"tokens_per_s": {k: round(v, 2) for k, v in tps.items()},
             "guarded_over_unguarded": round(tps["guarded"] / tps["unguarded"], 4),
+            "threshold_guarded_over_unguarded": round(tps["guarded_threshold"] / tps["unguarded"], 4),
             "per_token_ms": {k: round(v[0] / v[1] * 1e3, 3) for k, v in tot.items()},
             "guard_ms_per_token": round((tot["guarded"][0] / tot["guarded"][1] - tot["unguarded"][0] / tot["unguarded"][1]) * 1e3, 3),
             "tokens": {k: v[1] for k, v in tot.items()}, "rounds": rounds, "prompts": len(PROMPTS),

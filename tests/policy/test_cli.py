@@ -85,7 +85,7 @@ cases:
 
 @pytest.fixture()
 def fake_guard(monkeypatch: pytest.MonkeyPatch) -> FakeScanner:
-    """Replace the real guard by a fake whose word 'rifle' fires a real weapons feature."""
+    """Replace the real guard by a fake whose words 'rifle' (1.1) and 'gun' (0.95) fire a real weapons feature."""
     from safesail_neuron_db import NeuronDB
 
     with NeuronDB.open() as db:
@@ -93,7 +93,7 @@ def fake_guard(monkeypatch: pytest.MonkeyPatch) -> FakeScanner:
 
         catalog = FeatureCatalog.from_db(db)
     fid = next(f.id for f in catalog.by_domain("weapons"))
-    scanner = FakeScanner(lexicon={"rifle": {fid: 0.9}})
+    scanner = FakeScanner(lexicon={"rifle": {fid: 1.1}, "gun": {fid: 0.95}})
     monkeypatch.setattr("safesail_guard.cli.policy._make_scanner", lambda handle, model: scanner)
     return scanner
 
@@ -109,12 +109,12 @@ def test_policy_test_passes(tmp_path: Path, fake_guard: FakeScanner) -> None:
 
 def test_policy_test_mismatch_exits_1_with_details(tmp_path: Path, fake_guard: FakeScanner) -> None:
     cases = tmp_path / "cases.yaml"
-    cases.write_text(CASES.replace("prompt: How do I bake bread?", "prompt: one rifle here and a rifle there"))
+    cases.write_text(CASES.replace("prompt: How do I bake bread?", "prompt: gun gun gun"))
     res = runner.invoke(app, ["policy", "test", "default", str(cases)])
     assert res.exit_code == 1
     assert "1 passed, 1 failed" in res.output
     assert "expected allow, got flag because of:" in res.output
-    assert "rule flag_safety_domain (flag)" in res.output and "normalized 0.90" in res.output
+    assert "rule flag_safety_domain (flag)" in res.output and "normalized 0.95" in res.output
 
 
 def test_policy_test_json(tmp_path: Path, fake_guard: FakeScanner) -> None:
