@@ -32,9 +32,15 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(VPY) -m pytest -q -m "not slow"
 
+# Throughput and quality benchmarks (~40 min). bench_topk_agreement.py and explore_all_latents.py also need a
+# build's full SAEs (runs/, made by `make db`), so they are run by hand.
 bench: $(STAMP)
 	$(VPY) benchmarks/bench_harvest.py
 	$(VPY) benchmarks/bench_train.py
+	$(VPY) benchmarks/bench_guard.py
+	$(VPY) benchmarks/bench_detection.py
+	$(VPY) benchmarks/bench_policy.py
+	$(VPY) benchmarks/bench_steering.py
 
 build-sae: $(STAMP)
 	$(VENV)/bin/safesail build-sae

@@ -138,8 +138,10 @@ def write_report(db_path: Path, work_dir: Path, out_md: Path, *, title: str = "N
     # -- thresholds
     if summary.get("threshold_agreement"):
         lines += ["## Guard thresholds vs TopK", "",
-                  "The guard ships only the selected encoder rows and fires a feature when its pre-activation exceeds a per-feature "
-                  "threshold (best F1 against TopK firing on the explanation set). Agreement with TopK, median over features:", "",
+                  "By default the guard fires a feature by exact TopK, using the database's competition file (all encoder rows, "
+                  "12-bit) when it has one; see `docs/results/guard.md` for its agreement with fp32 TopK. The per-feature "
+                  "thresholds below are the fallback rule (`firing=\"threshold\"`, and databases without a competition file): "
+                  "best F1 against TopK firing on the explanation set. Their agreement with TopK, median over features:", "",
                   "| point | precision | recall |", "|---|---:|---:|"]
         for p, v in summary["threshold_agreement"].items():
             if v.get("features", 1):
