@@ -4,7 +4,10 @@ Input records: ``{"id": ..., "text": "..."}`` (a user prompt; the chat template 
 ``{"id": ..., "messages": [...]}`` (OpenAI chat format). Output records::
 
     {"id", "score", "decision", "concepts": {domain: score}, "top_features": [{"id", "layer", "index",
-     "activation", "explanation"}], "rules": [...], "truncation": {...}}
+     "activation", "explanation"}], "rules": [...], "truncation": {...}, "pivot": {...}}
+
+``truncation`` appears only for inputs scanned in chunks, ``pivot`` only when a multilingual-gap rule asked
+for an English translation (``score`` and ``decision`` then take the more severe of original and translation).
 
 A record that cannot be parsed or scanned becomes ``{"id", "error"}`` and the rest of the batch goes on.
 """
@@ -94,8 +97,8 @@ def result_record(rid: Any, result: Any) -> dict[str, Any]:
             "contribution": f["contribution"]} for f in risk.top_features]
     rec: dict[str, Any] = {
         "id": rid,
-        "score": risk.score if risk is not None else None,
-        "decision": decision.action if decision is not None else None,
+        "score": result.score,
+        "decision": result.action,
         "concepts": risk.concepts if risk is not None else {},
         "top_features": tops,
     }
@@ -104,6 +107,10 @@ def result_record(rid: Any, result: Any) -> dict[str, Any]:
                         for m in decision.matches]
     if result.truncation is not None and result.truncation.strategy != "none":
         rec["truncation"] = result.truncation.to_dict()
+    if result.pivot is not None:
+        rec["pivot"] = {"text": result.pivot.text, "model": result.pivot.model, "error": result.pivot.error,
+                        "decision": result.pivot.decision.action if result.pivot.decision is not None else None,
+                        "score": result.pivot.risk.score if result.pivot.risk is not None else None}
     return rec
 
 

@@ -33,6 +33,7 @@ from safesail_guard.runtime.tracker import SequenceTracker
 if TYPE_CHECKING:
     from safesail_guard.models import LoadedModel
     from safesail_guard.policy import CompiledPolicy, Decision, PolicyRun
+    from safesail_guard.runtime.pivot import PivotOutcome
     from safesail_guard.runtime.scoring import RiskHead, RiskScore
     from safesail_neuron_db import NeuronDB
 
@@ -68,6 +69,28 @@ class GuardResult:
     decision: Decision | None = None
     risk: RiskScore | None = None
     truncation: Truncation | None = None
+    pivot: PivotOutcome | None = None
+
+    @property
+    def action(self) -> str | None:
+        """The decision's action, or the pivot translation's when that is more severe (None without a policy)."""
+        if self.decision is None:
+            return None
+        from safesail_guard.policy import most_severe
+
+        actions = [self.decision.action]
+        if self.pivot is not None and self.pivot.decision is not None:
+            actions.append(self.pivot.decision.action)
+        return most_severe(actions)
+
+    @property
+    def score(self) -> float | None:
+        """The risk score, or the pivot translation's when higher (None without a risk head)."""
+        if self.risk is None:
+            return None
+        if self.pivot is not None and self.pivot.risk is not None:
+            return max(self.risk.score, self.pivot.risk.score)
+        return self.risk.score
 
     def prompt_tokens(self) -> list[TokenActivations]:
         """Tokens of the prompt (scope == "prompt")."""
@@ -223,11 +246,14 @@ class Guard:
 
     @torch.no_grad()
     def scan(self, prompt: Prompt, *, policy: CompiledPolicy | str | Path | None = None,
-             response: str | None = None) -> GuardResult:
+             response: str | None = None, pivot: bool = True, translator: Any = None) -> GuardResult:
         """Encode ``prompt`` (and a given ``response``) in one pass, without generating, and apply ``policy``.
 
         Inputs longer than ``max_tokens`` are scanned in consecutive chunks (each chunk is its own forward
-        pass, so features see at most ``max_tokens`` of context); `GuardResult.truncation` says so.
+        pass, so features see at most ``max_tokens`` of context); `GuardResult.truncation` says so. When the
+        policy's ``multilingual_gap`` rule asks for a pivot translation (and ``pivot`` is True), the English
+        translation is scanned too (`GuardResult.pivot`; see `runtime/pivot.py`); ``translator`` overrides the
+        endpoint client (tests).
         """
         compiled = self.compile(policy)
         enc, n_prompt = self.encode_prompt(prompt, response)
@@ -247,11 +273,28 @@ class Guard:
         result = GuardResult(tracker.tokens, run.finish() if run is not None else None, truncation=trunc)
         if self.risk_head is not None:
             result.risk = self.risk_head.score(result.tokens)
+        if pivot:
+            self._pivot(result, prompt, compiled, translator)
         return result
+
+    def _pivot(self, result: GuardResult, prompt: Prompt, compiled: CompiledPolicy | None, translator: Any) -> None:
+        """Scan the English translation when the decision asks for one (no-op otherwise)."""
+        d = result.decision
+        if d is None or not d.pivot_requested or d.pivot is None:
+            return
+        from safesail_guard.runtime.pivot import PivotOutcome, translate
+
+        text, model, error = translate(_prompt_text(prompt), d.pivot, translator)
+        if text is None:
+            result.pivot = PivotOutcome(None, None, None, model, error)
+            return
+        sub = self.scan(text, policy=compiled, pivot=False)
+        result.pivot = PivotOutcome(text, sub.decision, sub.risk, model)
 
     @torch.no_grad()
     def scan_batch(self, prompts: Sequence[Prompt], *, policy: CompiledPolicy | str | Path | None = None,
-                   batch_size: int = 8, progress: Any = None) -> list[GuardResult | Exception]:
+                   batch_size: int = 8, progress: Any = None, pivot: bool = True,
+                   translator: Any = None) -> list[GuardResult | Exception]:
         """`scan` many prompts in padded batches (length-sorted); one result per prompt, in input order.
 
         A prompt that cannot be encoded gets its exception in its slot instead of a result, so one bad item
@@ -272,7 +315,7 @@ class Guard:
                 results[i] = e
                 continue
             if len(enc) > self.max_tokens:
-                results[i] = self.scan(p, policy=compiled)
+                results[i] = self.scan(p, policy=compiled, pivot=pivot, translator=translator)
                 continue
             encoded.append((i, enc))
         encoded.sort(key=lambda item: len(item[1]))
@@ -287,6 +330,8 @@ class Guard:
                                   truncation=Truncation("none", len(enc), 1, self.max_tokens))
                 if self.risk_head is not None:
                     res.risk = self.risk_head.score(tokens)
+                if pivot:
+                    self._pivot(res, prompts[i], compiled, translator)
                 results[i] = res
             if progress is not None:
                 progress(len(chunk))
