@@ -381,12 +381,7 @@ class DatabaseWriter:
                 name: FileInfo(sha256=sha256_file(tmp / name, fsync=True), bytes=(tmp / name).stat().st_size)
                 for name in (FEATURES_FILE, ENCODERS_FILE)
             }
-            atomic_write_text(tmp / MANIFEST_FILE, self._manifest(files).to_json())
-            for p in tmp.iterdir():
-                p.chmod(0o644)
-            tmp.chmod(0o755)
-            fsync_dir(tmp)
-            _swap_into_place(tmp, target)
+            _publish(tmp, target, self._manifest(files).to_json())
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -564,6 +559,16 @@ def safetensors_bytes(tensors: dict[str, Tensor], metadata: dict[str, str]) -> b
     return struct.pack("<Q", len(text)) + text + b"".join(chunks)
 
 
+def _publish(tmp: Path, target: Path, manifest_json: str) -> None:
+    """Write the manifest last into the complete temporary directory, make it readable, sync, swap it in."""
+    atomic_write_text(tmp / MANIFEST_FILE, manifest_json)
+    for p in tmp.iterdir():
+        p.chmod(0o644)
+    tmp.chmod(0o755)
+    fsync_dir(tmp)
+    _swap_into_place(tmp, target)
+
+
 def _check_replaceable(target: Path) -> None:
     """Only an empty directory or an existing database may be replaced - never an unrelated directory."""
     if target.is_symlink() or (target.exists() and not target.is_dir()):
@@ -652,12 +657,7 @@ def add_files(directory: Path | str, files: dict[str, bytes]) -> Path:
         for name, data in files.items():
             infos[name] = FileInfo(sha256=sha256_file(tmp / name, fsync=True), bytes=len(data))
         new = manifest.model_copy(update={"files": dict(sorted(infos.items()))})
-        atomic_write_text(tmp / MANIFEST_FILE, new.to_json())
-        for p in tmp.iterdir():
-            p.chmod(0o644)
-        tmp.chmod(0o755)
-        fsync_dir(tmp)
-        _swap_into_place(tmp, target)
+        _publish(tmp, target, new.to_json())
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -380,14 +380,15 @@ class Guard:
 
     # ------------------------------------------------------------------ watch
     @contextmanager
-    def watch(self, *, policy: CompiledPolicy | str | Path | None = None,
-              prompt_tokens: int | None = None) -> Iterator[WatchSession]:
+    def watch(self, *, policy: CompiledPolicy | str | Path | None = None, prompt_tokens: int | None = None,
+              prompt_text: str = "") -> Iterator[WatchSession]:
         """Attach to ``self.model`` for one sequence driven by any code (e.g. ``model.generate``).
 
         Positions below ``prompt_tokens`` (default: the first forward call's length) are the prompt.
+        ``prompt_text`` (the user's words) lets the policy detect the language and benign framing.
         """
         compiled = self.compile(policy)
-        session = WatchSession(self, compiled, prompt_tokens)
+        session = WatchSession(self, compiled, prompt_tokens, prompt_text)
         with session.tracker.attached(self.model):
             yield session
 
@@ -414,6 +415,7 @@ class WatchSession:
     guard: Guard
     policy: CompiledPolicy | None
     prompt_tokens: int | None = None
+    prompt_text: str = ""
     run: PolicyRun | None = field(default=None, init=False)
     tracker: SequenceTracker = field(init=False)
 
@@ -432,7 +434,7 @@ class WatchSession:
 
     def _observe(self, tok: TokenActivations) -> None:
         if self.policy is not None and self.run is None:
-            self.run = self.policy.start(prompt_text="")
+            self.run = self.policy.start(prompt_text=self.prompt_text)
         if self.run is not None:
             self.run.observe(tok)
 
