@@ -92,7 +92,10 @@ def _compile(file: str, handle: NeuronDB) -> CompiledPolicy:
     from safesail_guard.runtime.events import FeatureCatalog
 
     with _user_errors():
-        return compile_policy(load_policy(_policy_file(file)), FeatureCatalog.from_db(handle))
+        from safesail_guard.runtime.scoring import RiskHead
+
+        catalog = FeatureCatalog.from_db(handle)
+        return compile_policy(load_policy(_policy_file(file)), catalog, RiskHead.from_db(handle, catalog))
 
 
 @app.command("validate")
@@ -133,6 +136,10 @@ def _rule_rows(compiled: CompiledPolicy) -> list[tuple[str, str, str, str, str]]
         rows[lr.name] = (lr.name, "multilingual_gap", lr.action, "-",
                          f"prompt not in {', '.join(sorted(lr.strong_languages))} (confidence >= "
                          f"{lr.min_confidence:g})" + ("; pivot" if lr.pivot else ""))
+    for rr in compiled.risk_rules:
+        rows[rr.name] = (rr.name, "risk", rr.action, str(len(rr.weights)),
+                         f"{rr.domain + ' ' if rr.domain else ''}risk score >= {rr.min_score:g} on "
+                         f"{' + '.join(sorted(rr.scopes))}")
     return [rows[name] for name in compiled.rule_names]
 
 

@@ -172,6 +172,21 @@ class CompiledLanguageRule:
 
 
 @dataclass(frozen=True)
+class CompiledRiskRule:
+    """A ``risk`` rule ready to run: the head's weights (restricted to a domain if asked) and a logit bar."""
+
+    name: str
+    action: str
+    message: str | None
+    weights: dict[str, float]
+    bias: float
+    min_logit: float
+    min_score: float
+    domain: str | None
+    scopes: frozenset[str]
+
+
+@dataclass(frozen=True)
 class CompiledPolicy:
     """A policy resolved against one feature catalog. Immutable; start one :class:`PolicyRun` per request."""
 
@@ -182,6 +197,7 @@ class CompiledPolicy:
     language_rules: tuple[CompiledLanguageRule, ...]
     refusal_message: str
     rule_names: tuple[str, ...] = ()  # every rule, in file order
+    risk_rules: tuple[CompiledRiskRule, ...] = ()
     warnings: tuple[str, ...] = ()
     policy: schema.PolicyFile | None = field(default=None, compare=False, repr=False)
 
@@ -193,6 +209,8 @@ class CompiledPolicy:
             out.update(rule.features)
         for d in self.dampers:
             out.update(d.features)
+        for r in self.risk_rules:
+            out.update(r.weights)
         return frozenset(out)
 
     @property
@@ -229,17 +247,21 @@ def _leaves(node: CompiledCondition) -> Iterable[CompiledLeaf]:
 
 # ------------------------------------------------------------------------------------------------ compile
 
-def compile_policy(policy: schema.PolicyFile, catalog: FeatureCatalog) -> CompiledPolicy:
-    """Resolve ``policy`` against ``catalog``; :class:`PolicyError` lists every problem with file and line."""
-    return _Compiler(policy, catalog).compile()
+def compile_policy(policy: schema.PolicyFile, catalog: FeatureCatalog, risk_head: Any = None) -> CompiledPolicy:
+    """Resolve ``policy`` against ``catalog``; :class:`PolicyError` lists every problem with file and line.
+
+    ``risk_head`` (a `safesail_guard.runtime.scoring.RiskHead`) is needed by ``kind: risk`` rules.
+    """
+    return _Compiler(policy, catalog, risk_head).compile()
 
 
 class _Compiler:
     """One compilation: collects every issue before raising, so a user fixes them all in one pass."""
 
-    def __init__(self, policy: schema.PolicyFile, catalog: FeatureCatalog) -> None:
+    def __init__(self, policy: schema.PolicyFile, catalog: FeatureCatalog, risk_head: Any = None) -> None:
         self.policy = policy
         self.catalog = catalog
+        self.risk_head = risk_head
         self.source: SourceMap = source_of(policy)
         self.issues: list[PolicyIssue] = []
         self.warnings: list[str] = []
@@ -251,6 +273,7 @@ class _Compiler:
         rules: list[CompiledRule] = []
         dampers: list[CompiledDamper] = []
         language_rules: list[CompiledLanguageRule] = []
+        risk_rules: list[CompiledRiskRule] = []
         self._check_names()
         for i, rule in enumerate(self.policy.rules):
             loc: Loc = ("rules", i)
@@ -258,6 +281,10 @@ class _Compiler:
                 rules.append(self._feature_rule(rule, loc))
             elif isinstance(rule, schema.OverRefusalRule):
                 dampers.append(self._damper(rule, loc))
+            elif isinstance(rule, schema.RiskRule):
+                compiled_risk = self._risk_rule(rule, loc)
+                if compiled_risk is not None:
+                    risk_rules.append(compiled_risk)
             else:
                 language_rules.append(self._language_rule(rule))
         self._check_overrides()
@@ -268,6 +295,7 @@ class _Compiler:
             name=self.policy.name, catalog=self.catalog, rules=tuple(rules), dampers=tuple(dampers),
             language_rules=tuple(language_rules), refusal_message=self.policy.defaults.refusal_message,
             rule_names=tuple(r.name for r in self.policy.rules), warnings=tuple(self.warnings), policy=self.policy,
+            risk_rules=tuple(risk_rules),
         )
 
     # -- selections --------------------------------------------------------------------------------------
@@ -403,6 +431,33 @@ class _Compiler:
         return CompiledDamper(name=rule.name, keywords=keywords, unless=unless,
                               min_matches=rule.context.min_matches, features=features, factor=rule.damp.factor,
                               steer=steer, selection=rule.damp.select.describe())
+
+    def _risk_rule(self, rule: schema.RiskRule, loc: Loc) -> CompiledRiskRule | None:
+        head = self.risk_head
+        if head is None:
+            self.fail(loc + ("kind",), f"rule {rule.name!r} needs the database's risk head, and there is none "
+                                       "(rebuild the database with `safesail build-db`)")
+            return None
+        weights = dict(head.weights)
+        if rule.domain is not None:
+            domains = self.catalog.domains
+            if rule.domain not in domains:
+                self.fail(loc + ("domain",), f"unknown domain {rule.domain!r}{_close(rule.domain, domains)}")
+                return None
+            weights = {f: w for f, w in weights.items() if f in self.catalog and rule.domain in self.catalog[f].domains}
+            if not weights:
+                self.fail(loc + ("domain",), f"the risk head gives no weight to a {rule.domain} feature, so "
+                                             "this rule could never match")
+                return None
+        import math
+
+        scopes = frozenset(("prompt", "response") if rule.scope == "both" else (rule.scope,))
+        return CompiledRiskRule(name=rule.name, action=rule.action,
+                                message=(rule.message or self.policy.defaults.refusal_message)
+                                if rule.action == "block" else None,
+                                weights=weights, bias=float(head.bias),
+                                min_logit=math.log(rule.min_score / (1 - rule.min_score)),
+                                min_score=rule.min_score, domain=rule.domain, scopes=scopes)
 
     @staticmethod
     def _language_rule(rule: schema.MultilingualGapRule) -> CompiledLanguageRule:
@@ -668,6 +723,8 @@ class PolicyRun:
             leaves: list[_LeafState] = []
             root = _build_state(rule.condition, leaves) if rule.condition is not None else None
             self._pending.append(_RuleState(rule, root, leaves))
+        self._risk_pending = list(compiled.risk_rules)
+        self._risk_pooled: dict[str, dict[str, tuple[float, float, int]]] = {r.name: {} for r in self._risk_pending}
         self._fire_at_start()
 
     # -- public ------------------------------------------------------------------------------------------
@@ -701,9 +758,11 @@ class PolicyRun:
         self._positions.append(tok.position)
         self._texts.append(tok.text)
         new, self._unreported = self._unreported, []
-        if not tok.content or not self._pending:
+        if not tok.content or not (self._pending or self._risk_pending):
             return new
         hits = self._damped_hits(tok)
+        if self._risk_pending:
+            new.extend(self._observe_risk(tok, hits))
         still: list[_RuleState] = []
         for state in self._pending:
             changed = False
@@ -738,6 +797,37 @@ class PolicyRun:
                 tokens_seen=len(self._positions),
             )
         return self._finished
+
+    def _observe_risk(self, tok: TokenActivations, hits: list[Hit]) -> list[RuleMatch]:
+        """Update each pending risk rule's pooled features with this token; fire those that reach their bar."""
+        import math
+
+        fired: list[RuleMatch] = []
+        still = []
+        for rule in self._risk_pending:
+            pooled = self._risk_pooled[rule.name]
+            if tok.scope in rule.scopes:
+                for fid, norm, act in hits:
+                    if fid in rule.weights and norm > pooled.get(fid, (0.0, 0.0, -1))[0]:
+                        pooled[fid] = (norm, act, tok.position)
+            logit = rule.bias + sum(rule.weights[f] * v[0] for f, v in pooled.items())
+            if logit < rule.min_logit:
+                still.append(rule)
+                continue
+            score = 1 / (1 + math.exp(-logit))
+            contrib = sorted(pooled.items(), key=lambda kv: (-rule.weights[kv[0]] * kv[1][0], kv[0]))[:TOP_FEATURES]
+            features = tuple(self._fired_feature(f, n, a, pos) for f, (n, a, pos) in contrib)
+            first = min(v[2] for v in pooled.values())
+            what = f"{rule.domain} risk score" if rule.domain else "risk score"
+            match = RuleMatch(rule=rule.name, kind="risk", action=rule.action,
+                              scope="both" if len(rule.scopes) > 1 else next(iter(rule.scopes)),
+                              span=(first, tok.position), span_text=self._span_text(first, tok.position),
+                              features=features, reason=f"{what} {score:.2f} >= {rule.min_score}",
+                              message=rule.message, position=tok.position)
+            if self._record(match):
+                fired.append(match)
+        self._risk_pending = still
+        return fired
 
     # -- start -------------------------------------------------------------------------------------------
 

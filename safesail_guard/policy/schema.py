@@ -22,7 +22,7 @@ SteerKind = Literal["clamp", "scale", "add"]
 
 DEFAULT_MIN_ACTIVATION = 0.3
 DEFAULT_REFUSAL = "I can't help with that request."
-RULE_KINDS: tuple[str, ...] = ("features", "over_refusal", "multilingual_gap")
+RULE_KINDS: tuple[str, ...] = ("features", "over_refusal", "multilingual_gap", "risk")
 RULE_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]*$"
 
 # tags of the unions below; they appear in pydantic error locations and the loader drops them
@@ -294,16 +294,41 @@ class MultilingualGapRule(_RuleBase):
         return self
 
 
+class RiskRule(_RuleBase):
+    """``kind: risk``: act when the guard's risk score (the database's sparse risk head) reaches ``min_score``.
+
+    The score is ``sigmoid(b + sum_i w_i x_i)`` over the features' largest normalized activations in ``scope``
+    so far (after over-refusal damping), updated token by token; ``domain`` restricts it to one domain's
+    features (the domain score of `safesail score`). The match lists the features that contributed most.
+    """
+
+    kind: Literal["risk"]
+    action: Action = Field(description="allow | log | flag | block (not steer: the score has no direction).")
+    message: str | None = Field(None, min_length=1, description="Refusal text when action is block.")
+    min_score: float = Field(gt=0, lt=1, description="Score in (0, 1) at which the rule matches.")
+    domain: str | None = Field(None, description="Use this domain's score instead of the overall score.")
+    scope: ScopeName = Field("prompt", description="prompt (what the head was fitted on) | response | both.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RiskRule:
+        if self.action == "steer":
+            raise ValueError(f"rule {self.name!r}: a risk rule cannot steer (a score has no direction)")
+        if self.message is not None and self.action != "block":
+            raise ValueError(f"rule {self.name!r}: `message` is only used with action block")
+        return self
+
+
 def _rule_tag(value: Any) -> str:
     kind = value.get("kind", "features") if isinstance(value, dict) else getattr(value, "kind", "features")
-    return {"over_refusal": "over_refusal_rule", "multilingual_gap": "multilingual_gap_rule"}.get(
-        kind, "features_rule")
+    return {"over_refusal": "over_refusal_rule", "multilingual_gap": "multilingual_gap_rule",
+            "risk": "risk_rule"}.get(kind, "features_rule")
 
 
 Rule = Annotated[
     Annotated[FeatureRule, Tag("features_rule")]
     | Annotated[OverRefusalRule, Tag("over_refusal_rule")]
-    | Annotated[MultilingualGapRule, Tag("multilingual_gap_rule")],
+    | Annotated[MultilingualGapRule, Tag("multilingual_gap_rule")]
+    | Annotated[RiskRule, Tag("risk_rule")],
     Discriminator(_rule_tag),
 ]
 

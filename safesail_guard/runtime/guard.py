@@ -206,7 +206,7 @@ class Guard:
         source: Any = policy
         if isinstance(policy, (str, Path)) and "\n" not in str(policy):
             source = policy_path(str(policy))
-        return compile_policy(load_policy(source), self.catalog)
+        return compile_policy(load_policy(source), self.catalog, self.risk_head)
 
     # --------------------------------------------------------------- encoding
     def encode_prompt(self, prompt: Prompt, response: str | None = None) -> tuple[EncodedText, int]:

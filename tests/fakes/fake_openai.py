@@ -104,6 +104,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         fake._enter(RecordedRequest(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+        left = False
         try:
             if self.path.rstrip("/") != "/v1/chat/completions":
                 reply = Reply(status=404, json=error_body(f"no route {self.path}", "not_found"))
@@ -118,11 +119,16 @@ class _Handler(BaseHTTPRequestHandler):
             for name, value in reply.headers.items():
                 self.send_header(name, value)
             self.end_headers()
+            # leave before the last bytes go out: once the client has its reply it may start the next request,
+            # which must not find this one still counted as in flight
+            left = True
+            fake._leave()
             self.wfile.write(payload)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (timeout test)
         finally:
-            fake._leave()
+            if not left:
+                fake._leave()
 
 
 class _Server(ThreadingHTTPServer):

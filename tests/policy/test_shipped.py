@@ -15,16 +15,24 @@ SHIPPED = ["default", "monitor", "strict"]
 
 
 @pytest.fixture(scope="module")
-def real_catalog() -> FeatureCatalog:
+def real_db():
     from safesail_neuron_db import NeuronDB
 
     with NeuronDB.open() as db:
-        return FeatureCatalog.from_db(db)
+        yield db
 
 
 @pytest.fixture(scope="module")
-def shipped(real_catalog: FeatureCatalog) -> dict:
-    return {name: compile_policy(load_policy(name), real_catalog) for name in SHIPPED}
+def real_catalog(real_db) -> FeatureCatalog:
+    return FeatureCatalog.from_db(real_db)
+
+
+@pytest.fixture(scope="module")
+def shipped(real_db, real_catalog: FeatureCatalog) -> dict:
+    from safesail_guard.runtime.scoring import RiskHead
+
+    head = RiskHead.from_db(real_db, real_catalog, required=True)
+    return {name: compile_policy(load_policy(name), real_catalog, head) for name in SHIPPED}
 
 
 def test_list_and_resolve_shipped_policies(tmp_path: Path) -> None:
