@@ -218,3 +218,61 @@ def test_system_messages_are_encoded_but_not_watched(guard):
     assert {"system", "user"} <= roles
     assert all(not t.content for t in res.tokens if t.role == "system")
     assert any(t.content for t in res.tokens if t.role == "user")
+
+
+def _response_policy(guard, action_block: str) -> str:
+    return f"""
+version: 1
+name: t
+defaults: {{refusal_message: "Refused by test."}}
+rules:
+{action_block}
+"""
+
+
+def test_streaming_block_stops_at_the_firing_token_without_emitting_it(guard):
+    """Find a feature that fires on the unguarded reply, block on it, and check where generation stopped."""
+    gm = GuardedModel(guard)
+    free = gm.generate(PROMPT, max_new_tokens=12, ignore_eos=True)
+    resp = [t for t in free.tokens if t.scope == "response"]
+    firing = [(t.position, h.feature_id) for t in resp for h in t.hits]
+    assert firing, "some feature should fire somewhere in 12 random-model tokens"
+    pos, fid = firing[0]
+    policy = _response_policy(guard, f"""
+  - name: stop_it
+    action: block
+    when:
+      select: {{features: ["{fid}"]}}
+      scope: response
+      min_activation: 0.000001
+""")
+    deltas, final = [], None
+    for ev in gm.stream(PROMPT, max_new_tokens=12, ignore_eos=True, policy=policy):
+        if ev.kind == "delta":
+            deltas.append(ev.token.position)
+        else:
+            final = ev.generation
+    assert final.finish_reason == "content_filter" and final.blocked_at == pos
+    assert final.text == "Refused by test." and final.decision.action == "block"
+    assert all(p < pos for p in deltas)  # the blocking token was never shown
+    n_before = pos - final.prompt_tokens
+    assert final.completion_tokens == n_before
+    assert [t.token_id for t in final.tokens if t.scope == "response"][:n_before] == [t.token_id for t in resp][:n_before]
+    match = final.decision.matches[0]
+    assert match.span[1] == pos and match.features[0].id == fid
+
+
+def test_policy_steering_changes_generation_from_the_start(guard):
+    gm = GuardedModel(guard)
+    base = gm.generate(PROMPT, max_new_tokens=8, ignore_eos=True)
+    fid = guard.encoders[2].feature_ids[0]
+    policy = _response_policy(guard, f"""
+  - name: push
+    action: steer
+    steer:
+      - {{feature: "{fid}", op: add, value: 50.0}}
+""")
+    steered = gm.generate(PROMPT, max_new_tokens=8, ignore_eos=True, policy=policy)
+    assert steered.steering and steered.steering[0].feature_id == fid and steered.steering[0].start == 0
+    assert steered.decision.action == "steer"
+    assert [t.token_id for t in steered.tokens] != [t.token_id for t in base.tokens]
