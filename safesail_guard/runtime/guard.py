@@ -421,13 +421,13 @@ class WatchSession:
 
     def __post_init__(self) -> None:
         self.tracker = self.guard.tracker(self._meta, self._observe)
-        self._decoded: list[int] = []
+        self._special = set(self.guard.tokenizer.all_special_ids)
 
     def _meta(self, pos: int, token_id: int) -> tuple[str, str, bool, str | None]:
         if self.prompt_tokens is None:
             self.prompt_tokens = int(self.tracker._offset + (self.tracker._ids.shape[0]
                                                               if self.tracker._ids is not None else 0))
-        special = token_id in set(self.guard.tokenizer.all_special_ids)
+        special = token_id in self._special
         text = self.guard.tokenizer.decode([token_id])
         scope = "prompt" if pos < self.prompt_tokens else "response"
         return text, scope, not special, ("assistant" if scope == "response" else None)

@@ -89,3 +89,10 @@ def test_inspect_prints_a_table_and_json(setup):
 def test_model_database_mismatch_is_refused(setup, tiny_model_dirs):
     res = CliRunner().invoke(app, ["inspect", "hi", "--db", str(setup["db"]), "--model", str(tiny_model_dirs["qwen2"])])
     assert res.exit_code == 2 and "fingerprint" in res.output
+
+
+def test_firing_option(setup):
+    res = CliRunner().invoke(app, ["inspect", "bread", "--json", "--firing", "threshold", *_args(setup)])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(app, ["inspect", "bread", "--firing", "fastest", *_args(setup)])
+    assert res.exit_code == 2 and "--firing must be topk or threshold" in res.output
