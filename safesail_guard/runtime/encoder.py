@@ -75,15 +75,23 @@ class LayerEncoder:
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``x [N, d]`` -> ``(pre [N, S], acts [N, S])``; acts are the pre-activations where the feature fires, else 0."""
+        x_c, pre = self.pre_selected(x)
+        return pre, self.resolve(x_c, pre)
+
+    def pre_selected(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(x_c, pre)``: the centred input ``[N, d]`` and the selected features' pre-activations ``[N, S]``."""
         x_c = x.float() - self.b_dec
-        pre = torch.addmm(self.b_enc, x_c, self._W_enc_T)
+        return x_c, torch.addmm(self.b_enc, x_c, self._W_enc_T)
+
+    def resolve(self, x_c: Tensor, pre: Tensor) -> Tensor:
+        """Apply the firing rule: the activations ``[N, S]`` (pre-activation where the feature fires, else 0)."""
         if self.firing == "topk":
             assert self.competition is not None
             kth = self.competition.kth(x_c)
             fires = (pre >= kth.unsqueeze(-1)) & (pre > 0)
         else:
             fires = pre > self.threshold
-        return pre, torch.where(fires, pre, torch.zeros((), dtype=pre.dtype))
+        return torch.where(fires, pre, torch.zeros((), dtype=pre.dtype))
 
     def with_firing(self, firing: Firing, competition: Competition | None = None) -> LayerEncoder:
         """A copy with another firing rule."""

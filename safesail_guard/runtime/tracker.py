@@ -12,6 +12,13 @@ causal LM is driven:
 At every hooked layer it encodes only the new positions (`LayerEncoder.encode`), optionally adds steering
 deltas, and at the deepest hooked layer it builds one `TokenActivations` per new position and hands it to
 `on_token`. Hook calls and encoded positions are counted so tests can check that nothing was skipped.
+
+With ``lag = N > 0`` (exact TopK firing only, no steering active) the firing decision is *micro-batched*: each
+layer keeps its new positions' centred inputs and selected pre-activations, and every N positions the
+competition's k-th values are computed for all of them in one matmul - at batch 1 the cost of that matmul is
+reading the weights, so N tokens cost about as much as one. Events then arrive up to N tokens late (call
+`flush` at the end); a consumer that shows text only after its event (as `GuardedModel` does) still never
+shows a token a policy would block.
 """
 
 from __future__ import annotations
@@ -76,6 +83,10 @@ class SequenceTracker:
         self.seen = 0  # positions already turned into events
         self.stop_at_deepest = False  # raise StopForward after the deepest layer (scoring; skips the LM head)
         self.position_base = 0  # added to every call's positions (chunked scans)
+        self.lag = 0  # >0: resolve exact-TopK firing every `lag` positions in one batch (see module docstring)
+        self._deferring = False
+        self._deferred: dict[int, list[tuple[Tensor, Tensor]]] = {}  # layer -> [(x_c, pre)] of waiting positions
+        self._deferred_ids: list[tuple[int, int]] = []  # (position, token_id) waiting for their firing decision
         self._offset = 0
         self._ids: Tensor | None = None
         self._pending: dict[int, tuple[int, Tensor]] = {}  # layer -> (first new position, acts [T_new, S])
@@ -84,7 +95,10 @@ class SequenceTracker:
 
     # ----------------------------------------------------------------- steering
     def set_steering(self, ops: Sequence[Any]) -> None:
-        """Replace the steering ops (objects with feature_id, layer, op, value and optional start)."""
+        """Replace the steering ops (objects with feature_id, layer, op, value and optional start).
+
+        Deferred positions are resolved first: steering needs each token's activations when it runs."""
+        self.flush()
         by_layer: dict[int, list[tuple[int, int, float, int]]] = {}
         for op in ops:
             enc = self.encoders.get(op.layer)
@@ -134,6 +148,10 @@ class SequenceTracker:
             offset = int(kwargs["cache_position"].reshape(-1)[0])
         self._offset, self._ids = offset + self.position_base, ids[0]
         self._pending.clear()
+        self._deferring = (self.lag > 0 and not self._steering and not self.stop_at_deepest
+                           and all(e.firing == "topk" for e in self.encoders.values()))
+        if not self._deferring:
+            self.flush()
         self.stats.forward_calls += 1
 
     def _on_layer(self, point: HookPoint, act: Tensor) -> Tensor | None:
@@ -145,6 +163,11 @@ class SequenceTracker:
         first_new = max(0, self.seen - self._offset)
         steer = self._steering.get(layer)
         if steer is None and first_new >= T:
+            return self._finish_if_deepest(layer)
+        if self._deferring:
+            with torch.no_grad():
+                self._deferred.setdefault(layer, []).append(enc.pre_selected(x[first_new:]))
+            self.stats.encoded_positions[layer] = self.stats.encoded_positions.get(layer, 0) + (T - first_new)
             return self._finish_if_deepest(layer)
         with torch.no_grad():
             # encode every position steering touches; only the new ones become events
@@ -164,22 +187,43 @@ class SequenceTracker:
     def _finish_if_deepest(self, layer: int) -> None:
         if layer != self._deepest:
             return None
-        end = self._offset + (self._ids.shape[0] if self._ids is not None else 0)
-        for pos in range(max(self.seen, self._offset), end):
-            self._emit(pos)
+        assert self._ids is not None
+        end = self._offset + self._ids.shape[0]
+        new = range(max(self.seen, self._offset), end)
+        if self._deferring:
+            self._deferred_ids.extend((pos, int(self._ids[pos - self._offset])) for pos in new)
+            if len(self._deferred_ids) >= self.lag:
+                self.flush()
+        else:
+            for pos in new:
+                rows = {ly: acts[pos - first] for ly, (first, acts) in self._pending.items()}
+                self._emit(pos, int(self._ids[pos - self._offset]), rows)
         self.seen = max(self.seen, end)
         self._pending.clear()
         if self.stop_at_deepest:
             raise StopForward
         return None
 
-    def _emit(self, pos: int) -> None:
-        assert self._ids is not None
-        token_id = int(self._ids[pos - self._offset])
+    def flush(self) -> None:
+        """Resolve and emit every deferred position (a no-op when nothing waits)."""
+        if not self._deferred_ids:
+            return
+        waiting, self._deferred_ids = self._deferred_ids, []
+        with torch.no_grad():
+            resolved = {}
+            for layer, parts in self._deferred.items():
+                x_c = torch.cat([p[0] for p in parts])
+                pre = torch.cat([p[1] for p in parts])
+                resolved[layer] = self.encoders[layer].resolve(x_c, pre)
+        self._deferred = {}
+        for i, (pos, token_id) in enumerate(waiting):
+            self._emit(pos, token_id, {ly: acts[i] for ly, acts in resolved.items()})
+
+    def _emit(self, pos: int, token_id: int, rows: dict[int, Tensor]) -> None:
         text, scope, content, role = self.token_meta(pos, token_id)
         hits: list[FeatureHit] = []
-        for layer, (first, acts) in self._pending.items():
-            hits.extend(row_hits(self.encoders[layer], acts[pos - first]))
+        for layer, row in rows.items():
+            hits.extend(row_hits(self.encoders[layer], row))
         hits.sort(key=lambda h: -h.normalized)
         tok = TokenActivations(pos, token_id, text, scope, content, hits, role)  # type: ignore[arg-type]
         self.tokens.append(tok)

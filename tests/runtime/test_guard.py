@@ -247,7 +247,7 @@ def test_streaming_block_stops_at_the_firing_token_without_emitting_it(guard):
       min_activation: 0.000001
 """)
     deltas, final = [], None
-    for ev in gm.stream(PROMPT, max_new_tokens=12, ignore_eos=True, policy=policy):
+    for ev in gm.stream(PROMPT, max_new_tokens=12, ignore_eos=True, policy=policy, lag=0):
         if ev.kind == "delta":
             deltas.append(ev.token.position)
         else:
@@ -276,3 +276,46 @@ def test_policy_steering_changes_generation_from_the_start(guard):
     assert steered.steering and steered.steering[0].feature_id == fid and steered.steering[0].start == 0
     assert steered.decision.action == "steer"
     assert [t.token_id for t in steered.tokens] != [t.token_id for t in base.tokens]
+
+
+@pytest.mark.parametrize("lag", [1, 3, 8])
+def test_micro_batched_firing_gives_the_same_events(guard, lag):
+    gm = GuardedModel(guard)
+    ref = gm.generate(PROMPT, max_new_tokens=10, ignore_eos=True, lag=0)
+    got = gm.generate(PROMPT, max_new_tokens=10, ignore_eos=True, lag=lag)
+    assert [t.position for t in got.tokens] == [t.position for t in ref.tokens]
+    assert [t.token_id for t in got.tokens] == [t.token_id for t in ref.tokens]
+    assert [t.text for t in got.tokens] == [t.text for t in ref.tokens]
+    for a, b in zip(got.tokens, ref.tokens):
+        assert [h.feature_id for h in a.hits] == [h.feature_id for h in b.hits]
+        for ha, hb in zip(a.hits, b.hits):
+            assert ha.activation == pytest.approx(hb.activation, abs=1e-4)
+    assert got.completion == ref.completion
+
+
+def test_micro_batched_block_stops_at_the_same_token(guard):
+    gm = GuardedModel(guard)
+    free = gm.generate(PROMPT, max_new_tokens=12, ignore_eos=True)
+    pos, fid = next((t.position, h.feature_id) for t in free.tokens if t.scope == "response" for h in t.hits)
+    policy = _response_policy(guard, f"""
+  - name: stop_it
+    action: block
+    when:
+      select: {{features: ["{fid}"]}}
+      scope: response
+      min_activation: 0.000001
+""")
+    shown, final = [], None
+    for ev in gm.stream(PROMPT, max_new_tokens=12, ignore_eos=True, policy=policy, lag=5):
+        if ev.kind == "delta":
+            shown.append(ev.token.position)
+        else:
+            final = ev.generation
+    assert final.finish_reason == "content_filter" and final.blocked_at == pos
+    assert all(p < pos for p in shown) and final.completion_tokens == pos - final.prompt_tokens
+    assert max(t.position for t in final.tokens) == pos
+
+
+def test_negative_lag_is_refused(guard):
+    with pytest.raises(GuardError, match="lag"):
+        GuardedModel(guard).generate(PROMPT, max_new_tokens=2, lag=-1)
