@@ -53,6 +53,7 @@ class BuildDBConfig(BaseModel):
     max_features_per_layer: int = Field(default=400, ge=1, description="Cap per layer (best precision x recall first) to keep the database small.")
     explain_tokens: int = Field(default=150_000, ge=1000, description="Token budget of the explanation set.")
     risky_share: float = Field(default=0.3, ge=0, le=1, description="Share of the explanation set drawn from safety-rich text.")
+    scoring_features: int = Field(default=0, ge=0, le=1000, description="Also keep up to this many latents (over all layers) that a sparse non-negative head fitted on the pairs over the *whole* dictionary weights most, as scoring features without a concept (0 = off).")
     min_top_risky: float = Field(default=0.5, ge=0, le=1, description="Keep a feature only if at least this share of its top-activating explanation windows come from safety-rich text (0 turns the check off).")
     explainer: Literal["offline", "openai"] = "offline"
     simulator: Literal["embedding", "openai"] = "embedding"
@@ -302,6 +303,17 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
         selected[p] = hits
         filter_stats[p] = {"passed": passed, "kept": len(hits), "min_precision": fcfg.min_precision, "min_recall": fcfg.min_recall, "calibration": calibration}
         log(f"[{p}] filter: {passed} features pass precision>={fcfg.min_precision}, recall>={fcfg.min_recall}; keeping {len(hits)}")
+    scoring_stats: dict[str, int] = {}
+    if cfg.scoring_features:
+        from safesail_training.risk_head import pick_scoring_latents
+
+        picked = pick_scoring_latents({p: pair_max[p] for p in cfg.points}, cfg.scoring_features,
+                                      {p: set(selected[p]) for p in cfg.points}, seed=cfg.seed)
+        for p, lats in picked.items():
+            for j in lats:
+                selected[p].setdefault(j, [])
+        scoring_stats = {p: len(v) for p, v in picked.items()}
+        log(f"scoring features from the whole dictionary: {', '.join(f'{p} {len(v)}' for p, v in picked.items())}")
     _write_json(work / "filter.json", {p: {str(j): [to_dict(h) for h in hs] for j, hs in sel.items()} for p, sel in selected.items()})
 
     # -- explanation set: records + thresholds
@@ -449,6 +461,7 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
         "explanation_tokens": int(thr_blob["n_tokens"]),
         "explanation_texts": int(thr_blob["n_texts"]),
         "filter": filter_stats,
+        "scoring_features_picked": scoring_stats,
         "pairs": len(pairs),
     })
     writer = DatabaseWriter(cfg.db_dir, model=loaded.identity.to_dict() | {"path": None}, site=site, sae_configs=sae_cfgs, build=build_params, seed=cfg.seed, map_method=map_method)

@@ -97,3 +97,38 @@ def fit_risk_head(guard: Any, pairs: Sequence[Any], *, l1_grid: Sequence[float] 
             "nonzero_weights": len(weights), "features": len(ids)}
     log(f"risk head: l1={best}, grouped-CV AUROC {cv[best]:.3f}, {len(weights)}/{len(ids)} features with weight > 0")
     return RiskHead(weights, b, guard.catalog, meta)
+
+
+def pick_scoring_latents(pair_max: dict[str, dict[str, torch.Tensor]], n: int, exclude: dict[str, set[int]], *,
+                         l1: float = 3e-4, seed: int = 0) -> dict[str, list[int]]:
+    """Latents of the whole dictionary that a non-negative L1 head on the pairs weights most.
+
+    ``pair_max[point]`` holds ``concept`` / ``deconcept`` tensors ``[pairs, n_latents]`` of max activations (as
+    build-db's pair stage stores them). Each latent is scaled by its largest value over all pair texts, the head
+    is fitted on concept = 1 / twin = 0, and up to ``n`` latents not in ``exclude`` are returned per point,
+    ranked by weight x mean activation on concept texts.
+    """
+    points = sorted(pair_max)
+    blocks, owners = [], []
+    for p in points:
+        X = torch.cat([pair_max[p]["concept"].float(), pair_max[p]["deconcept"].float()])
+        scale = X.amax(0).clamp_min(1e-6)
+        blocks.append(X / scale)
+        owners += [(p, j) for j in range(X.shape[1])]
+    X = torch.cat(blocks, dim=1).numpy()
+    n_pairs = pair_max[points[0]]["concept"].shape[0]
+    y = np.array([1] * n_pairs + [0] * n_pairs, dtype=np.float32)
+    w, _ = fit_nonneg_logistic(X, y, l1, steps=400, seed=seed)
+    merit = w * X[:n_pairs].mean(0)
+    order = [int(i) for i in np.argsort(-merit) if merit[i] > 0]
+    out: dict[str, list[int]] = {p: [] for p in points}
+    taken = 0
+    for i in order:
+        p, j = owners[i]
+        if j in exclude.get(p, set()):
+            continue
+        out[p].append(j)
+        taken += 1
+        if taken >= n:
+            break
+    return {p: sorted(v) for p, v in out.items()}

@@ -166,6 +166,7 @@ def build_db(
     simulator: Annotated[str, typer.Option(help="embedding (offline, all-MiniLM-L6-v2) or openai.")] = "embedding",
     spscorer: Annotated[str, typer.Option(help="offline (labelled proxy) or openai.")] = "offline",
     max_features: Annotated[int, typer.Option(help="Cap of features per layer.")] = 400,
+    scoring_features: Annotated[int, typer.Option(help="Also keep up to N latents a pair-fitted head over the whole dictionary weights most (scoring features; 0 = off).")] = 0,
     target_fdr: Annotated[float, typer.Option(help="Raise the recall bar until a side-swap null predicts at most this false-discovery rate; 1 keeps the paper's fixed 0.75/0.2 bars.")] = 0.1,
     seed: Annotated[int, typer.Option(help="Seed (explanation set, examples, map).")] = 0,
     pairs: Annotated[list[Path] | None, typer.Option("--pairs", help="Concept-pair JSONL files (default: the built-in pairs).")] = None,
@@ -179,7 +180,7 @@ def build_db(
         overrides: dict[str, Any] = {"points": point} if point else {}
         cfg = BuildDBConfig(
             model=model, work_dir=work_dir, out=out, k=k, explainer=explainer, simulator=simulator, spscorer=spscorer,  # type: ignore[arg-type]
-            max_features_per_layer=max_features, seed=seed, pairs=pairs or [], target_fdr=None if target_fdr >= 1 else target_fdr, **overrides,
+            max_features_per_layer=max_features, scoring_features=scoring_features, seed=seed, pairs=pairs or [], target_fdr=None if target_fdr >= 1 else target_fdr, **overrides,
         )
         summary = run_build_db(cfg, progress=not quiet)
     except (*_user_errors(), LLMError) as exc:

@@ -83,3 +83,22 @@ def test_parse_records_and_bad_lines():
     assert "empty" in errors[0] and "exactly one" in errors[1] and "exactly one" in errors[2]
     assert "JSON object" in errors[3] and "role" in errors[4] and "'id'" in errors[5]
     assert parse_record({"id": 1, "text": "x" * 300_000}, "line 1").error.endswith("200000")
+
+
+def test_pick_scoring_latents_prefers_concept_latents_and_skips_excluded():
+    import torch
+
+    from safesail_training.risk_head import pick_scoring_latents
+
+    g = torch.Generator().manual_seed(0)
+    n, L = 200, 30
+    concept = torch.rand(n, L, generator=g) * 0.2
+    deconcept = torch.rand(n, L, generator=g) * 0.2
+    concept[:, 7] += 1.0  # latents 7 (point a) and 3 (point b) separate concept from twin
+    other_c, other_d = torch.rand(n, L, generator=g) * 0.2, torch.rand(n, L, generator=g) * 0.2
+    other_c[:, 3] += 1.0
+    pm = {"a": {"concept": concept, "deconcept": deconcept}, "b": {"concept": other_c, "deconcept": other_d}}
+    got = pick_scoring_latents(pm, 2, {})
+    assert got == {"a": [7], "b": [3]}
+    got = pick_scoring_latents(pm, 1, {"a": {7}})
+    assert got["a"] != [7] and sum(len(v) for v in got.values()) == 1
