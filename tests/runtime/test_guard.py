@@ -230,15 +230,15 @@ rules:
 """
 
 
-def test_streaming_block_stops_at_the_firing_token_without_emitting_it(guard):
-    """Find a feature that fires on the unguarded reply, block on it, and check where generation stopped."""
-    gm = GuardedModel(guard)
+def _block_first_firing(gm, lag: int):
+    """Block on the first feature that fires in the free reply; returns (its position, feature, resp tokens,
+    positions of the deltas shown, final generation)."""
     free = gm.generate(PROMPT, max_new_tokens=12, ignore_eos=True)
     resp = [t for t in free.tokens if t.scope == "response"]
     firing = [(t.position, h.feature_id) for t in resp for h in t.hits]
     assert firing, "some feature should fire somewhere in 12 random-model tokens"
     pos, fid = firing[0]
-    policy = _response_policy(guard, f"""
+    policy = _response_policy(gm.guard, f"""
   - name: stop_it
     action: block
     when:
@@ -246,12 +246,18 @@ def test_streaming_block_stops_at_the_firing_token_without_emitting_it(guard):
       scope: response
       min_activation: 0.000001
 """)
-    deltas, final = [], None
-    for ev in gm.stream(PROMPT, max_new_tokens=12, ignore_eos=True, policy=policy, lag=0):
+    shown, final = [], None
+    for ev in gm.stream(PROMPT, max_new_tokens=12, ignore_eos=True, policy=policy, lag=lag):
         if ev.kind == "delta":
-            deltas.append(ev.token.position)
+            shown.append(ev.token.position)
         else:
             final = ev.generation
+    return pos, fid, resp, shown, final
+
+
+def test_streaming_block_stops_at_the_firing_token_without_emitting_it(guard):
+    """Find a feature that fires on the unguarded reply, block on it, and check where generation stopped."""
+    pos, fid, resp, deltas, final = _block_first_firing(GuardedModel(guard), lag=0)
     assert final.finish_reason == "content_filter" and final.blocked_at == pos
     assert final.text == "Refused by test." and final.decision.action == "block"
     assert all(p < pos for p in deltas)  # the blocking token was never shown
@@ -294,23 +300,7 @@ def test_micro_batched_firing_gives_the_same_events(guard, lag):
 
 
 def test_micro_batched_block_stops_at_the_same_token(guard):
-    gm = GuardedModel(guard)
-    free = gm.generate(PROMPT, max_new_tokens=12, ignore_eos=True)
-    pos, fid = next((t.position, h.feature_id) for t in free.tokens if t.scope == "response" for h in t.hits)
-    policy = _response_policy(guard, f"""
-  - name: stop_it
-    action: block
-    when:
-      select: {{features: ["{fid}"]}}
-      scope: response
-      min_activation: 0.000001
-""")
-    shown, final = [], None
-    for ev in gm.stream(PROMPT, max_new_tokens=12, ignore_eos=True, policy=policy, lag=5):
-        if ev.kind == "delta":
-            shown.append(ev.token.position)
-        else:
-            final = ev.generation
+    pos, _, _, shown, final = _block_first_firing(GuardedModel(guard), lag=5)
     assert final.finish_reason == "content_filter" and final.blocked_at == pos
     assert all(p < pos for p in shown) and final.completion_tokens == pos - final.prompt_tokens
     assert max(t.position for t in final.tokens) == pos
