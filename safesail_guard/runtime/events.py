@@ -14,7 +14,7 @@ Activation values:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from safesail_neuron_db import NeuronDB
 
 Scope = Literal["prompt", "response"]
-SCOPES: tuple[str, ...] = ("prompt", "response")
 
 
 @dataclass(frozen=True)
@@ -105,10 +104,6 @@ class FeatureCatalog(Mapping[str, FeatureInfo]):
         return [f for f in self._by_id.values()
                 if any(c == x.lower() or c == x.split("/", 1)[1].lower() for x in f.concepts)]
 
-    def by_layer(self, layer: int) -> list[FeatureInfo]:
-        """Features at one layer."""
-        return [f for f in self._by_id.values() if f.layer == layer]
-
 
 @dataclass(frozen=True)
 class FeatureHit:
@@ -147,8 +142,3 @@ class TokenActivations:
         """JSON-ready dict."""
         return {"position": self.position, "token_id": self.token_id, "text": self.text, "scope": self.scope,
                 "content": self.content, "role": self.role, "hits": [h.to_dict() for h in self.hits]}
-
-
-def text_of(tokens: Sequence[TokenActivations], start: int, end: int) -> str:
-    """The text covered by tokens with ``start <= position <= end``."""
-    return "".join(t.text for t in tokens if start <= t.position <= end)

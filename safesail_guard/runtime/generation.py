@@ -128,8 +128,6 @@ class GuardedModel:
         enc, _ = guard.encode_prompt(prompt)
         n_prompt = len(enc)
         context = int(getattr(model.config, "max_position_embeddings", 0) or 0)
-        if n_prompt == 0:
-            raise GuardError("the prompt encodes to zero tokens")
         if context and n_prompt + 1 > context:
             raise GuardError(f"the prompt has {n_prompt} tokens; the model's context is {context}. Shorten it "
                              "(Guard.scan can score longer inputs in chunks, but generation needs the context)")

@@ -92,10 +92,6 @@ class GuardResult:
             return max(self.risk.score, self.pivot.risk.score)
         return self.risk.score
 
-    def prompt_tokens(self) -> list[TokenActivations]:
-        """Tokens of the prompt (scope == "prompt")."""
-        return [t for t in self.tokens if t.scope == "prompt"]
-
 
 def _identity_of(model: Any) -> tuple[Any, Any, str, str]:
     """(hf model, tokenizer, fingerprint, name) from a LoadedModel."""
@@ -211,7 +207,14 @@ class Guard:
     # --------------------------------------------------------------- encoding
     def encode_prompt(self, prompt: Prompt, response: str | None = None) -> tuple[EncodedText, int]:
         """Tokens of ``prompt`` (text or chat messages, chat template applied) plus an optional assistant
-        ``response``; returns the encoding and the number of prompt tokens (the rest are response)."""
+        ``response``; returns the encoding and the number of prompt tokens (the rest are response; -1 when no
+        response was given). An input that encodes to no token at all is a `GuardError`."""
+        enc, n_prompt = self._encode(prompt, response)
+        if len(enc) == 0:
+            raise GuardError("the input encodes to zero tokens")
+        return enc, n_prompt
+
+    def _encode(self, prompt: Prompt, response: str | None) -> tuple[EncodedText, int]:
         if isinstance(prompt, str):
             messages = [{"role": "user", "content": prompt}]
         else:
@@ -257,8 +260,6 @@ class Guard:
         """
         compiled = self.compile(policy)
         enc, n_prompt = self.encode_prompt(prompt, response)
-        if len(enc) == 0:
-            raise GuardError("nothing to scan: the input encodes to zero tokens")
         run = compiled.start(prompt_text=_prompt_text(prompt)) if compiled is not None else None
         tracker = self.tracker(self._token_meta(enc, n_prompt), run.observe if run is not None else None)
         tracker.stop_at_deepest = True
@@ -271,17 +272,22 @@ class Guard:
                 run_until_hooks(self.model, input_ids=chunk.unsqueeze(0), use_cache=False)
         trunc = Truncation("chunked" if n_chunks > 1 else "none", len(ids), n_chunks, self.max_tokens)
         result = GuardResult(tracker.tokens, run.finish() if run is not None else None, truncation=trunc)
+        return self._complete(result, prompt, compiled, pivot, translator)
+
+    def _complete(self, result: GuardResult, prompt: Prompt, compiled: CompiledPolicy | None, pivot: bool,
+                  translator: Any) -> GuardResult:
+        """Add the risk score and, when the decision asks for one and ``pivot`` is on, the pivot translation."""
         if self.risk_head is not None:
             result.risk = self.risk_head.score(result.tokens)
-        if pivot:
+        d = result.decision
+        if pivot and d is not None and d.pivot_requested and d.pivot is not None:
             self._pivot(result, prompt, compiled, translator)
         return result
 
     def _pivot(self, result: GuardResult, prompt: Prompt, compiled: CompiledPolicy | None, translator: Any) -> None:
-        """Scan the English translation when the decision asks for one (no-op otherwise)."""
+        """Scan the English translation of ``prompt`` and attach it (`GuardResult.pivot`)."""
         d = result.decision
-        if d is None or not d.pivot_requested or d.pivot is None:
-            return
+        assert d is not None and d.pivot is not None
         from safesail_guard.runtime.pivot import PivotOutcome, translate
 
         text, model, error = translate(_prompt_text(prompt), d.pivot, translator)
@@ -309,8 +315,6 @@ class Guard:
         for i, p in enumerate(prompts):
             try:
                 enc, _ = self.encode_prompt(p)
-                if len(enc) == 0:
-                    raise GuardError("nothing to scan: the input encodes to zero tokens")
             except (ValueError, TypeError) as e:
                 results[i] = e
                 continue
@@ -322,17 +326,9 @@ class Guard:
         for start in range(0, len(encoded), batch_size):
             chunk = encoded[start:start + batch_size]
             for (i, enc), tokens in zip(chunk, self._batch_events([e for _, e in chunk])):
-                run = compiled.start(prompt_text=_prompt_text(prompts[i])) if compiled is not None else None
-                if run is not None:
-                    for t in tokens:
-                        run.observe(t)
-                res = GuardResult(tokens, run.finish() if run is not None else None,
-                                  truncation=Truncation("none", len(enc), 1, self.max_tokens))
-                if self.risk_head is not None:
-                    res.risk = self.risk_head.score(tokens)
-                if pivot:
-                    self._pivot(res, prompts[i], compiled, translator)
-                results[i] = res
+                decision = compiled.evaluate(tokens, _prompt_text(prompts[i])) if compiled is not None else None
+                res = GuardResult(tokens, decision, truncation=Truncation("none", len(enc), 1, self.max_tokens))
+                results[i] = self._complete(res, prompts[i], compiled, pivot, translator)
             if progress is not None:
                 progress(len(chunk))
         return [r if r is not None else GuardError("not scanned") for r in results]

@@ -31,16 +31,21 @@ class RiskHeadError(ValueError):
     """A risk head file is missing, malformed or does not match the database."""
 
 
-def pool_features(tokens: Sequence[TokenActivations], scopes: Sequence[str] = ("prompt",)) -> dict[str, float]:
-    """Largest normalized activation of every feature over content tokens in ``scopes``."""
-    out: dict[str, float] = {}
+def peak_hits(tokens: Sequence[TokenActivations], scopes: Sequence[str] = ("prompt",)) -> dict[str, tuple[float, float, int]]:
+    """Per feature, its strongest firing over content tokens in ``scopes``: (normalized, activation, position)."""
+    best: dict[str, tuple[float, float, int]] = {}
     for t in tokens:
         if not t.content or t.scope not in scopes:
             continue
         for h in t.hits:
-            if h.normalized > out.get(h.feature_id, 0.0):
-                out[h.feature_id] = h.normalized
-    return out
+            if h.normalized > best.get(h.feature_id, (0.0, 0.0, -1))[0]:
+                best[h.feature_id] = (h.normalized, h.activation, t.position)
+    return best
+
+
+def pool_features(tokens: Sequence[TokenActivations], scopes: Sequence[str] = ("prompt",)) -> dict[str, float]:
+    """Largest normalized activation of every feature over content tokens in ``scopes``."""
+    return {f: v[0] for f, v in peak_hits(tokens, scopes).items()}
 
 
 def _sigmoid(z: float) -> float:
@@ -76,8 +81,9 @@ class RiskHead:
     def score(self, tokens: Sequence[TokenActivations], *, scopes: Sequence[str] = ("prompt",),
               top: int = 5) -> RiskScore:
         """Score the tokens in ``scopes``; ``top`` features are listed with their contributions."""
-        pooled = pool_features(tokens, scopes)
-        return self.score_pooled(pooled, top=top, peaks=_peaks(tokens, scopes))
+        peaks = peak_hits(tokens, scopes)
+        return self.score_pooled({f: v[0] for f, v in peaks.items()}, top=top,
+                                 peaks={f: (a, pos) for f, (_, a, pos) in peaks.items()})
 
     def score_pooled(self, pooled: dict[str, float], *, top: int = 5,
                      peaks: dict[str, tuple[float, int]] | None = None) -> RiskScore:
@@ -140,14 +146,3 @@ class RiskHead:
             return None
         return cls.from_json(text, catalog or FeatureCatalog.from_db(db), source=str(db.path / HEAD_FILE))
 
-
-def _peaks(tokens: Sequence[TokenActivations], scopes: Sequence[str]) -> dict[str, tuple[float, int]]:
-    """Per feature: (raw activation, position) at its strongest token."""
-    best: dict[str, tuple[float, float, int]] = {}
-    for t in tokens:
-        if not t.content or t.scope not in scopes:
-            continue
-        for h in t.hits:
-            if h.normalized > best.get(h.feature_id, (-1.0, 0.0, -1))[0]:
-                best[h.feature_id] = (h.normalized, h.activation, t.position)
-    return {f: (a, p) for f, (_, a, p) in best.items()}

@@ -66,7 +66,6 @@ class TrackerStats:
     forward_calls: int = 0
     hook_calls: dict[int, int] = field(default_factory=dict)  # per layer
     encoded_positions: dict[int, int] = field(default_factory=dict)  # per layer: positions encoded (new ones)
-    tokens_emitted: int = 0
 
 
 class SequenceTracker:
@@ -116,11 +115,6 @@ class SequenceTracker:
                                  torch.tensor([s for *_, s in items]))
             for layer, items in by_layer.items()
         }
-
-    @property
-    def steering_layers(self) -> list[int]:
-        """Layers with active steering ops."""
-        return sorted(self._steering)
 
     # -------------------------------------------------------------------- hooks
     @contextmanager
@@ -227,20 +221,13 @@ class SequenceTracker:
         hits.sort(key=lambda h: -h.normalized)
         tok = TokenActivations(pos, token_id, text, scope, content, hits, role)  # type: ignore[arg-type]
         self.tokens.append(tok)
-        self.stats.tokens_emitted += 1
         if self.on_token is not None:
             self.on_token(tok)
 
 
 def row_hits(enc: LayerEncoder, row: Tensor) -> list[FeatureHit]:
     """The firing features in one token's activation row ``[S]`` of ``enc``'s layer."""
-    idx = row.nonzero().flatten()
-    if idx.numel() == 0:
-        return []
-    vals = row[idx]
-    norms = (vals / enc.max_act[idx]).tolist()
-    return [FeatureHit(enc.feature_ids[i], round(v, 6), round(n, 6))
-            for i, v, n in zip(idx.tolist(), vals.tolist(), norms)]
+    return batch_hits(enc, row.unsqueeze(0)).get(0, [])
 
 
 def batch_hits(enc: LayerEncoder, acts: Tensor) -> dict[int, list[FeatureHit]]:
