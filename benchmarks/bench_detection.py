@@ -37,7 +37,7 @@ sys.path.insert(0, str(HERE))
 from _machine import cpu_model, git_commit  # noqa: E402
 from keyword_baseline import keyword_score  # noqa: E402
 
-from safesail_guard.hooks import HookPoint, StopForward, attach_hooks  # noqa: E402
+from safesail_guard.hooks import HookPoint, collect_padded  # noqa: E402
 from safesail_guard.runtime.guard import Guard, watched_mask  # noqa: E402
 from safesail_guard.runtime.scoring import RiskHead  # noqa: E402
 from safesail_training.corpus.pairs import load_pairs  # noqa: E402
@@ -90,37 +90,22 @@ def report(scores: np.ndarray, rows: list[dict]) -> dict:
 
 
 # ---------------------------------------------------------------- features
-@torch.no_grad()
 def dense_features(guard: Guard, prompts: Sequence[str], batch_size: int = 16) -> np.ndarray:
     """Mean over watched tokens of ``mlp_out`` at the guard's layers, concatenated: ``[n, L * d]``."""
-    layers = guard.layers
-    out = np.zeros((len(prompts), len(layers) * int(guard.model.config.hidden_size)), dtype=np.float32)
+    points = [HookPoint(ly, guard.site) for ly in guard.layers]
+    out = np.zeros((len(prompts), len(points) * int(guard.model.config.hidden_size)), dtype=np.float32)
     encs = [guard.encode_prompt(p)[0] for p in prompts]
     order = sorted(range(len(encs)), key=lambda i: len(encs[i]))
+    pad = guard.tokenizer.pad_token_id or 0
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        T = max(len(encs[i]) for i in idx)
-        ids = torch.zeros((len(idx), T), dtype=torch.long)
-        mask = torch.zeros((len(idx), T), dtype=torch.long)
-        watch = torch.zeros((len(idx), T), dtype=torch.bool)
+        masks = [watched_mask(encs[i]) for i in idx]
+        acts = collect_padded(guard.model, points, [(encs[i], m) for i, m in zip(idx, masks)], pad_id=pad)
+        counts = [sum(m) for m in masks]
+        per_point = [torch.split(acts[p], counts) for p in points]
         for b, i in enumerate(idx):
-            ids[b, :len(encs[i])] = torch.tensor(encs[i].input_ids)
-            mask[b, :len(encs[i])] = 1
-            watch[b, :len(encs[i])] = torch.tensor(watched_mask(encs[i]))
-        got: dict[int, torch.Tensor] = {}
-
-        def grab(point: HookPoint, act: torch.Tensor) -> None:
-            w = watch.unsqueeze(-1).float()
-            got[point.layer] = (act.float() * w).sum(1) / w.sum(1).clamp_min(1)
-
-        with attach_hooks(guard.model, {HookPoint(ly, guard.site): grab for ly in layers}, stop_after=True):
-            try:
-                guard.model(input_ids=ids, attention_mask=mask, use_cache=False)
-            except StopForward:
-                pass
-        feats = torch.cat([got[ly] for ly in layers], dim=-1).numpy()
-        for b, i in enumerate(idx):
-            out[i] = feats[b]
+            if counts[b]:
+                out[i] = torch.cat([rows[b].mean(0) for rows in per_point]).numpy()
     return out
 
 

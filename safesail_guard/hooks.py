@@ -219,3 +219,28 @@ def capture(
 
     with attach_hooks(model, {p: record for p in store}, stop_after=stop_after):
         yield store
+
+
+@torch.inference_mode()
+def collect_padded(
+    model: nn.Module, points: Sequence[HookPoint], batch: Sequence[tuple[Any, Sequence[bool]]], *, pad_id: int = 0
+) -> dict[HookPoint, torch.Tensor]:
+    """One right-padded forward pass up to the deepest of ``points``; the kept activations per point.
+
+    ``batch`` holds ``(encoding, keep)`` pairs: an object with ``input_ids`` (e.g. `chat.EncodedText`) and one
+    bool per token. Returns ``{point: [n_kept, d_model]}`` in fp32 on the CPU, rows in batch order then
+    position order.
+    """
+    width = max(len(enc.input_ids) for enc, _ in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(batch), width), dtype=torch.long)
+    keep = torch.zeros((len(batch), width), dtype=torch.bool)
+    for row, (enc, mask) in enumerate(batch):
+        n = len(enc.input_ids)
+        ids[row, :n] = torch.tensor(enc.input_ids)
+        attn[row, :n] = 1
+        keep[row, :n] = torch.tensor(list(mask), dtype=torch.bool)
+    device = next(model.parameters()).device
+    with capture(model, points, stop_after=True) as store:
+        run_until_hooks(model, input_ids=ids.to(device), attention_mask=attn.to(device), use_cache=False)
+    return {HookPoint.parse(p): store[HookPoint.parse(p)][0][keep.to(device)].float().cpu() for p in points}

@@ -26,7 +26,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from safesail_guard.chat import EncodedText, encode_chat, encode_text
-from safesail_guard.hooks import HookPoint, capture, resolve_points, run_until_hooks
+from safesail_guard.hooks import HookPoint, collect_padded, resolve_points
 from safesail_guard.models import LoadedModel
 from safesail_training.shards import ShardError, ShardWriter
 
@@ -128,25 +128,11 @@ def _batches(seqs: list[_Seq], batch_tokens: int) -> Iterator[list[_Seq]]:
         yield batch
 
 
-@torch.inference_mode()
 def forward_collect(
     loaded: LoadedModel, points: list[HookPoint], batch: list[tuple[EncodedText, list[bool]]]
 ) -> dict[HookPoint, torch.Tensor]:
     """Run one padded batch up to the deepest point; return kept activations per point `[n_kept, d_model]`."""
-    pad_id = loaded.tokenizer.pad_token_id or 0
-    width = max(len(enc) for enc, _ in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    attn = torch.zeros((len(batch), width), dtype=torch.long)
-    keep = torch.zeros((len(batch), width), dtype=torch.bool)
-    for row, (enc, mask) in enumerate(batch):
-        n = len(enc)
-        ids[row, :n] = torch.tensor(enc.input_ids)
-        attn[row, :n] = 1
-        keep[row, :n] = torch.tensor(mask)
-    device = next(loaded.model.parameters()).device
-    with capture(loaded.model, points, stop_after=True) as store:
-        run_until_hooks(loaded.model, input_ids=ids.to(device), attention_mask=attn.to(device), use_cache=False)
-    return {p: store[p][0][keep.to(device)].float().cpu() for p in points}
+    return collect_padded(loaded.model, points, batch, pad_id=loaded.tokenizer.pad_token_id or 0)
 
 
 def _meta(loaded: LoadedModel, cfg: HarvestConfig, corpus: str, point: HookPoint) -> dict[str, Any]:

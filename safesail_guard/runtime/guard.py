@@ -335,31 +335,14 @@ class Guard:
 
     def _batch_events(self, encs: Sequence[EncodedText]) -> list[list[TokenActivations]]:
         """One right-padded forward pass (stopping after the deepest guarded layer) for prompts only."""
-        from safesail_guard.hooks import StopForward, attach_hooks
+        from safesail_guard.hooks import collect_padded
         from safesail_guard.runtime.tracker import batch_hits
 
-        lengths = [len(e) for e in encs]
-        T = max(lengths)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids = torch.full((len(encs), T), pad, dtype=torch.long)
-        mask = torch.zeros((len(encs), T), dtype=torch.long)
-        for b, e in enumerate(encs):
-            ids[b, :len(e)] = torch.tensor(e.input_ids)
-            mask[b, :len(e)] = 1
-        valid = mask.bool()
-        per_layer: dict[int, dict[int, list]] = {}
-
-        def on_layer(point: HookPoint, act: torch.Tensor) -> None:
-            _, acts = self.encoders[point.layer].encode(act[valid])
-            per_layer[point.layer] = batch_hits(self.encoders[point.layer], acts)
-            return None
-
-        with attach_hooks(self.model, {HookPoint(layer, self.site): on_layer for layer in self.encoders},
-                          stop_after=True):
-            try:
-                self.model(input_ids=ids, attention_mask=mask, use_cache=False)
-            except StopForward:
-                pass
+        acts = collect_padded(self.model, [HookPoint(layer, self.site) for layer in self.encoders],
+                              [(e, [True] * len(e)) for e in encs], pad_id=pad)
+        per_layer = {p.layer: batch_hits(self.encoders[p.layer], self.encoders[p.layer].encode(x)[1])
+                     for p, x in acts.items()}
         out: list[list[TokenActivations]] = []
         row = 0
         for e in encs:
