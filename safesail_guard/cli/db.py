@@ -10,12 +10,16 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from safesail_guard.cli.common import DbOption
+from safesail_guard.cli.common import console as _console
+from safesail_guard.cli.common import fail as _fail
+from safesail_guard.cli.common import open_db as _open
+from safesail_guard.cli.common import user_errors as _user_errors
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -24,51 +28,10 @@ if TYPE_CHECKING:
 
 app = typer.Typer(no_args_is_help=True)
 
-DbOption = Annotated[
-    Path | None, typer.Option("--db", help="Database directory (default: the database shipped with safesail-guard).")
-]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 
 # background per activation level 1..10, pale to strong (level 0 is unstyled)
 _LEVEL_STYLES = [f"black on rgb(255,{int(238 - 19 * lv)},{int(225 - 21 * lv)})" for lv in range(1, 11)]
-
-
-def _console(stderr: bool = False) -> Console:
-    from rich.console import Console
-
-    # markup off: explanations, concept names and queries are user/LLM text and may contain "[...]"
-    return Console(stderr=stderr, soft_wrap=True, highlight=False, markup=False)
-
-
-def _fail(message: str) -> NoReturn:
-    from rich.text import Text
-
-    _console(stderr=True).print(Text(f"error: {message}", style="bold red"))
-    raise typer.Exit(2)
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Turn database and input errors into one red line + exit 2."""
-    from safesail_neuron_db import NeuronDBError
-
-    try:
-        yield
-    except (NeuronDBError, ValueError, OSError) as exc:
-        _fail(str(exc))
-
-
-@contextmanager
-def _open(db: Path | None) -> Iterator[NeuronDB]:
-    from safesail_neuron_db import NeuronDB, default_database_path
-
-    with _user_errors():
-        path = db if db is not None else default_database_path()
-        if db is None and not path.exists():
-            _fail(f"the shipped neuron database is not installed at {path}; run `safesail build-db` to build it, "
-                  "or pass --db PATH")
-        with NeuronDB.open(path) as handle:
-            yield handle
 
 
 def _print_json(doc: Any) -> None:

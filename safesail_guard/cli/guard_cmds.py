@@ -10,29 +10,18 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
+
+from safesail_guard.cli.common import fail as _fail
+from safesail_guard.cli.common import user_error_types, user_errors
 
 DB_HELP = "Neuron database directory (default: the shipped database for the embedded model)."
 MODEL_HELP = "'embedded', a HF model directory, a .gguf file, or a cached HF id (must match the database)."
 POLICY_HELP = "Policy: a shipped name (default, monitor, strict) or a YAML file."
 FIRING_HELP = ("Firing rule: topk (exact, the default when the database ships its competition file) or threshold "
                "(per-feature thresholds: faster, agrees with TopK on far fewer firings).")
-
-
-def _fail(message: str) -> NoReturn:
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from safesail_guard.models import ModelLoadError
-    from safesail_neuron_db import NeuronDBError
-
-    return (ValueError, ModelLoadError, NeuronDBError, FileNotFoundError, OSError)
 
 
 def _guard(db: Path | None, model: str, firing: str | None = None) -> Any:
@@ -70,11 +59,9 @@ def score(
     items = list(parse_jsonl(lines))
     if not items:
         _fail(f"{input_path}: no records (expected one JSON object per line)")
-    try:
+    with user_errors():
         guard = _guard(db, model, firing)
         compiled = guard.compile(policy)
-    except _user_errors() as e:
-        _fail(str(e))
     from tqdm import tqdm
 
     bar = tqdm(total=len(items), desc="scoring", unit="prompt", disable=quiet, file=sys.stderr)
@@ -116,11 +103,9 @@ def inspect(
 
     if not text.strip():
         _fail("TEXT is empty")
-    try:
+    with user_errors():
         guard = _guard(db, model, firing)
         result = guard.scan(text, policy=policy, response=response)
-    except _user_errors() as e:
-        _fail(str(e))
     if json_out:
         print(json.dumps({"tokens": [t.to_dict() for t in result.tokens],
                           "decision": result.decision.to_dict() if result.decision else None,
@@ -163,10 +148,8 @@ def chat(
     from safesail_guard.runtime.generation import GuardedModel
 
     console = Console()
-    try:
+    with user_errors():
         gm = GuardedModel(_guard(db, model, firing), policy)
-    except _user_errors() as e:
-        _fail(str(e))
     history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
     console.print(f"[dim]{gm.guard!r}; policy {policy}. /reset clears the history, /quit (or Ctrl-D) ends.[/dim]")
     while True:
@@ -191,7 +174,7 @@ def chat(
                     console.print(ev.text, end="", highlight=False, markup=False)
                 else:
                     gen = ev.generation
-        except _user_errors() as e:
+        except user_error_types() as e:
             console.print(f"\n[red]error:[/red] {e}")
             history.pop()
             continue

@@ -10,80 +10,37 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-if TYPE_CHECKING:
-    from rich.console import Console
+from safesail_guard.cli.common import DbOption
+from safesail_guard.cli.common import console as _console
+from safesail_guard.cli.common import fail as _fail
+from safesail_guard.cli.common import open_db as _open
+from safesail_guard.cli.common import user_errors as _user_errors
 
+if TYPE_CHECKING:
     from safesail_guard.policy import CompiledPolicy
     from safesail_guard.policy.cases import CaseResult, Scanner
     from safesail_neuron_db import NeuronDB
 
 app = typer.Typer(help="Validate, test and describe guard policies (YAML).", no_args_is_help=True)
 
-EXIT_USAGE = 2
-"""Exit status for a bad policy, cases file, database or option."""
 EXIT_MISMATCH = 1
 """Exit status of `policy test` when some case did not get the expected decision."""
 
-DbOption = Annotated[
-    Path | None, typer.Option("--db", help="Database directory (default: the database shipped with safesail-guard).")
-]
 PolicyArg = Annotated[
     str, typer.Argument(metavar="FILE", help="Policy YAML file, or the name of a shipped policy (default, monitor, "
                                              "strict).")
 ]
 
 
-def _console(stderr: bool = False) -> Console:
-    from rich.console import Console
-
-    return Console(stderr=stderr, soft_wrap=True, highlight=False, markup=False)
-
-
-def _fail(message: str) -> NoReturn:
-    from rich.text import Text
-
-    con = _console(stderr=True)
-    for line in message.splitlines() or [message]:
-        con.print(Text(f"error: {line}", style="bold red"))
-    raise typer.Exit(EXIT_USAGE)
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Policy, database and input errors -> red lines + exit 2."""
-    from safesail_neuron_db import NeuronDBError
-
-    try:
-        yield
-    except (NeuronDBError, ValueError, OSError) as exc:  # PolicyError is a ValueError
-        _fail(str(exc))
-
-
-@contextmanager
-def _open_db(db: Path | None) -> Iterator[NeuronDB]:
-    from safesail_neuron_db import NeuronDB, default_database_path
-
-    with _user_errors():
-        path = db if db is not None else default_database_path()
-        if db is None and not path.exists():
-            _fail(f"the shipped neuron database is not installed at {path}; run `safesail build-db` or pass --db")
-        with NeuronDB.open(path) as handle:
-            yield handle
-
-
 def _policy_file(file: str) -> Path:
-    """A shipped policy name or an existing path -> the file (a plain path when the policies package is absent)."""
-    try:
-        from safesail_policies import policy_path
-    except ModuleNotFoundError:  # an environment bootstrapped before policies/ became a package
-        return Path(file)
+    """A shipped policy name (``default``) or an existing path -> the policy file."""
+    from safesail_policies import policy_path
+
     return policy_path(file)
 
 
@@ -104,7 +61,7 @@ def validate(file: PolicyArg, db: DbOption = None) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    with _open_db(db) as handle:
+    with _open(db) as handle:
         compiled = _compile(file, handle)
     con = _console()
     watched = compiled.watched_features
@@ -164,7 +121,7 @@ def test_cmd(
     """Scan every case with the guard under the policy; exit 1 if any case gets an unexpected decision."""
     from safesail_guard.policy.cases import check_expected_rules, load_cases, run_cases
 
-    with _open_db(db) as handle:
+    with _open(db) as handle:
         compiled = _compile(file, handle)
         with _user_errors():
             cases = load_cases(cases_file)

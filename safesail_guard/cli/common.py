@@ -1,0 +1,70 @@
+"""Helpers the CLI sub-apps share: the ``--db`` option, a console, and bad input as red lines with exit 2."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from safesail_neuron_db import NeuronDB
+
+EXIT_USAGE = 2
+"""Exit status for bad input: a bad file, database, model, policy or option."""
+
+DbOption = Annotated[
+    Path | None, typer.Option("--db", help="Database directory (default: the database shipped with safesail-guard).")
+]
+
+
+def console(stderr: bool = False) -> Console:
+    """A rich console with markup off: explanations, concepts and queries are user/LLM text that may hold "[...]"."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, soft_wrap=True, highlight=False, markup=False)
+
+
+def fail(message: str) -> NoReturn:
+    """Print ``message`` on stderr as red ``error:`` lines (one per line of the message) and exit 2."""
+    from rich.text import Text
+
+    con = console(stderr=True)
+    for line in message.splitlines() or [message]:
+        con.print(Text(f"error: {line}", style="bold red"))
+    raise typer.Exit(EXIT_USAGE)
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean bad input, not a bug (`PolicyError` and pydantic errors are ValueErrors)."""
+    from safesail_guard.models import ModelLoadError
+    from safesail_neuron_db import NeuronDBError
+
+    return (NeuronDBError, ModelLoadError, ValueError, OSError)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn bad-input exceptions raised inside the block into `fail`."""
+    try:
+        yield
+    except user_error_types() as exc:
+        fail(str(exc))
+
+
+@contextmanager
+def open_db(db: Path | None) -> Iterator[NeuronDB]:
+    """Open ``db`` (default: the shipped database) for the block; problems become `fail`."""
+    from safesail_neuron_db import NeuronDB, default_database_path
+
+    with user_errors():
+        path = db if db is not None else default_database_path()
+        if db is None and not path.exists():
+            fail(f"the shipped neuron database is not installed at {path}; run `safesail build-db` to build it, "
+                 "or pass --db PATH")
+        with NeuronDB.open(path) as handle:
+            yield handle
