@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import difflib
+import math
 import re
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -449,8 +450,6 @@ class _Compiler:
                 self.fail(loc + ("domain",), f"the risk head gives no weight to a {rule.domain} feature, so "
                                              "this rule could never match")
                 return None
-        import math
-
         scopes = frozenset(("prompt", "response") if rule.scope == "both" else (rule.scope,))
         return CompiledRiskRule(name=rule.name, action=rule.action,
                                 message=(rule.message or self.policy.defaults.refusal_message)
@@ -725,6 +724,7 @@ class PolicyRun:
             self._pending.append(_RuleState(rule, root, leaves))
         self._risk_pending = list(compiled.risk_rules)
         self._risk_pooled: dict[str, dict[str, tuple[float, float, int]]] = {r.name: {} for r in self._risk_pending}
+        self._risk_scored: set[str] = set()
         self._fire_at_start()
 
     # -- public ------------------------------------------------------------------------------------------
@@ -800,16 +800,20 @@ class PolicyRun:
 
     def _observe_risk(self, tok: TokenActivations, hits: list[Hit]) -> list[RuleMatch]:
         """Update each pending risk rule's pooled features with this token; fire those that reach their bar."""
-        import math
-
         fired: list[RuleMatch] = []
         still = []
         for rule in self._risk_pending:
             pooled = self._risk_pooled[rule.name]
+            changed = rule.name not in self._risk_scored  # the first content token always scores (bias alone)
+            self._risk_scored.add(rule.name)
             if tok.scope in rule.scopes:
                 for fid, norm, act in hits:
                     if fid in rule.weights and norm > pooled.get(fid, (0.0, 0.0, -1))[0]:
                         pooled[fid] = (norm, act, tok.position)
+                        changed = True
+            if not changed:  # the score only moves when a weighted feature's peak rises
+                still.append(rule)
+                continue
             logit = rule.bias + sum(rule.weights[f] * v[0] for f, v in pooled.items())
             if logit < rule.min_logit:
                 still.append(rule)
@@ -817,7 +821,7 @@ class PolicyRun:
             score = 1 / (1 + math.exp(-logit))
             contrib = sorted(pooled.items(), key=lambda kv: (-rule.weights[kv[0]] * kv[1][0], kv[0]))[:TOP_FEATURES]
             features = tuple(self._fired_feature(f, n, a, pos) for f, (n, a, pos) in contrib)
-            first = min(v[2] for v in pooled.values())
+            first = min((v[2] for v in pooled.values()), default=tok.position)
             what = f"{rule.domain} risk score" if rule.domain else "risk score"
             match = RuleMatch(rule=rule.name, kind="risk", action=rule.action,
                               scope="both" if len(rule.scopes) > 1 else next(iter(rule.scopes)),

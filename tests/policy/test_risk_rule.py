@@ -90,3 +90,9 @@ def test_bar_is_the_logit_of_min_score():
     p = compiled(RULE.replace("0.5", "0.8"))
     assert p.risk_rules[0].min_logit == pytest.approx(math.log(4))
     assert set(p.watched_features) >= {"6_1", "6_2", "14_10"}
+
+
+def test_a_bias_alone_over_the_bar_fires_on_the_first_content_token():
+    p = compiled(RULE, RiskHead({"6_1": 1.0}, 1.0))
+    d = p.evaluate([tok(0, {}, scope="prompt", content=False), tok(1, {}, scope="prompt")], "")
+    assert d.action == "flag" and d.matches[0].span == (1, 1) and d.matches[0].features == ()
