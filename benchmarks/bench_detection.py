@@ -41,7 +41,7 @@ from safesail_guard.hooks import HookPoint, collect_padded  # noqa: E402
 from safesail_guard.runtime.guard import Guard, watched_mask  # noqa: E402
 from safesail_guard.runtime.scoring import RiskHead  # noqa: E402
 from safesail_training.corpus.pairs import load_pairs  # noqa: E402
-from safesail_training.risk_head import cross_validate, fit_nonneg_logistic, pooled_matrix  # noqa: E402
+from safesail_training.risk_head import pooled_matrix, select_and_fit  # noqa: E402
 
 DATA = HERE / "data" / "guard_eval.jsonl"
 RESULTS = HERE / "results"
@@ -122,10 +122,7 @@ def fit_dense_probe(X: np.ndarray, y: np.ndarray, seed: int = 0):
 
 def fit_head(X: np.ndarray, y: np.ndarray, groups: list[str], ids: list[str], guard: Guard) -> RiskHead:
     """The guard's kind of head (non-negative, L1 by grouped CV) on the given rows."""
-    grid = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
-    cv = {l1: cross_validate(X, y, groups, l1) for l1 in grid}
-    best = max(cv, key=lambda l1: (round(cv[l1], 3), l1))
-    w, b = fit_nonneg_logistic(X, y, best)
+    w, b, best, _ = select_and_fit(X, y, groups)
     return RiskHead({ids[j]: float(w[j]) for j in np.nonzero(w)[0]}, b, guard.catalog, {"l1": best})
 
 

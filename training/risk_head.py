@@ -77,6 +77,18 @@ def cross_validate(X: np.ndarray, y: np.ndarray, groups: Sequence[str], l1: floa
     return float(np.mean(scores)) if scores else float("nan")
 
 
+def select_and_fit(X: np.ndarray, y: np.ndarray, groups: Sequence[str], *, l1_grid: Sequence[float] = L1_GRID,
+                   folds: int = 5, seed: int = 0) -> tuple[np.ndarray, float, float, dict[float, float]]:
+    """Pick the L1 strength by grouped CV (ties go to the sparser one) and refit on all rows.
+
+    Returns ``(weights, bias, chosen l1, {l1: mean held-out AUROC})``.
+    """
+    cv = {l1: cross_validate(X, y, groups, l1, k=folds, seed=seed) for l1 in l1_grid}
+    best = max(cv, key=lambda l1: (round(cv[l1], 3), l1))
+    w, b = fit_nonneg_logistic(X, y, best, seed=seed)
+    return w, b, best, cv
+
+
 def fit_risk_head(guard: Any, pairs: Sequence[Any], *, l1_grid: Sequence[float] = L1_GRID, folds: int = 5,
                   seed: int = 0, log: Callable[[str], None] = print,
                   progress: Callable[[int], None] | None = None) -> RiskHead:
@@ -85,9 +97,7 @@ def fit_risk_head(guard: Any, pairs: Sequence[Any], *, l1_grid: Sequence[float] 
     y = np.array([1] * len(pairs) + [0] * len(pairs), dtype=np.float32)
     groups = [p.id for p in pairs] * 2
     X, ids = pooled_matrix(guard, texts, progress=progress)
-    cv = {l1: cross_validate(X, y, groups, l1, k=folds, seed=seed) for l1 in l1_grid}
-    best = max(cv, key=lambda l1: (round(cv[l1], 3), l1))  # ties -> sparser
-    w, b = fit_nonneg_logistic(X, y, best, seed=seed)
+    w, b, best, cv = select_and_fit(X, y, groups, l1_grid=l1_grid, folds=folds, seed=seed)
     weights = {ids[j]: float(w[j]) for j in np.nonzero(w)[0]}
     z = X @ w + b
     meta = {"fitted_on": "concept pairs (concept=1, de-concept twin=0)", "texts": len(texts), "pairs": len(pairs),
