@@ -457,14 +457,14 @@ class WatchSession:
 
 
 def _competition_from_db(db: NeuronDB) -> dict[int, Competition]:
-    """The full-dictionary competition weights, when the database ships them."""
-    loader = getattr(db, "competition", None)
-    if loader is None:
+    """The full-dictionary competition weights, when the database ships them (else empty)."""
+    from safesail_neuron_db.manifest import COMPETITION_FILE
+
+    if not db.has_file(COMPETITION_FILE):
         return {}
     out = {}
     for layer in db.layers:
-        comp = loader(layer)
-        if comp is None:
-            return {}
+        comp = db.competition(layer)
+        assert comp is not None  # the file is listed, so every layer is in it (else CorruptDatabaseError)
         out[layer] = Competition(comp["W_enc"], comp["b_enc"].float(), int(comp["k"]))
     return out

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from safesail_guard.runtime.events import FeatureCatalog, TokenActivations
+from safesail_neuron_db.manifest import HEAD_FILE
 
 if TYPE_CHECKING:
     from safesail_neuron_db import NeuronDB
 
-HEAD_FILE = "risk_head.json"
 HEAD_SCHEMA = 1
 
 
@@ -139,7 +139,7 @@ class RiskHead:
     @classmethod
     def from_db(cls, db: NeuronDB, catalog: FeatureCatalog | None = None, *, required: bool = False) -> RiskHead | None:
         """The head shipped in ``db`` (None when it has none, unless ``required``)."""
-        text = db.extra_text(HEAD_FILE) if hasattr(db, "extra_text") else None
+        text = db.extra_text(HEAD_FILE)
         if text is None:
             if required:
                 raise RiskHeadError(f"{db.path} has no {HEAD_FILE}; rebuild it with `safesail build-db`")
