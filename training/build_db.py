@@ -522,8 +522,14 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
 
 def add_guard_files(db_path: Path, loaded: Any, saes: dict[int, Any], pairs: list[Any], *, log: Log = print,
                     progress: bool = True) -> dict[str, Any]:
-    """Add what the runtime guard needs beyond the selected rows: the competition (all encoder rows, int8) for
-    exact TopK firing, then the risk head fitted on the pairs with that guard. Returns the head's metadata."""
+    """Add what the runtime guard needs beyond the selected rows: the competition (all encoder rows, 12-bit) for
+    exact TopK firing, and the risk head fitted on the pairs with a guard that already uses exactly those
+    (de-quantised) weights. Both files go in with one rewrite of the database. Returns the head's metadata."""
+    import torch
+    from tqdm import tqdm
+
+    from safesail_guard.runtime.competition import quantize_rows
+    from safesail_guard.runtime.encoder import Competition
     from safesail_guard.runtime.guard import Guard
     from safesail_neuron_db import NeuronDB
     from safesail_neuron_db.manifest import COMPETITION_FILE, HEAD_FILE
@@ -531,19 +537,15 @@ def add_guard_files(db_path: Path, loaded: Any, saes: dict[int, Any], pairs: lis
     from safesail_training.risk_head import fit_risk_head
 
     with NeuronDB.open(db_path) as db:
-        written = set(db.layers)
-    comp = competition_bytes({ly: (s.W_enc.detach(), s.b_enc.detach(), s.k) for ly, s in saes.items() if ly in written},
-                             loaded.identity.fingerprint)
-    add_files(db_path, {COMPETITION_FILE: comp})
-    with NeuronDB.open(db_path) as db:
+        rows = {ly: (s.W_enc.detach(), s.b_enc.detach(), s.k) for ly, s in saes.items() if ly in db.layers}
+        competition = {ly: Competition(quantize_rows(W).dequantize(torch.float16), b.float(), k)
+                       for ly, (W, b, k) in rows.items()}
         guard = Guard(loaded.model, loaded.tokenizer, db, model_fingerprint=loaded.identity.fingerprint,
-                      model_name=loaded.identity.name, risk_head=False)
-        texts = 2 * len(pairs)
-        from tqdm import tqdm
-
-        with tqdm(total=texts, desc="risk head: scanning pairs", unit="text", disable=not progress) as bar:
+                      model_name=loaded.identity.name, competition=competition, risk_head=False)
+        with tqdm(total=2 * len(pairs), desc="risk head: scanning pairs", unit="text", disable=not progress) as bar:
             head = fit_risk_head(guard, pairs, log=log, progress=bar.update)
-    add_files(db_path, {HEAD_FILE: head.to_json().encode()})
+    add_files(db_path, {COMPETITION_FILE: competition_bytes(rows, loaded.identity.fingerprint),
+                        HEAD_FILE: head.to_json().encode()})
     return head.meta
 
 
