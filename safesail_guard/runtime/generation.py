@@ -13,7 +13,7 @@ guard controls it token by token:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -162,17 +162,17 @@ class GuardedModel:
         tracker.lag = lag if hooks else 0
         released = [0]  # index into tracker.tokens of the next event to release
 
-        def drain() -> tuple[list[StreamEvent], int | None]:
-            """Deltas of the events emitted since the last call, up to a blocking token (its position)."""
-            out: list[StreamEvent] = []
+        def release() -> Generator[StreamEvent, None, int | None]:
+            """Yield deltas of the events emitted since the last call, stopping at a blocking token; returns the
+            blocking token's position (None when nothing blocked)."""
             while released[0] < len(tracker.tokens):
                 ev = tracker.tokens[released[0]]
                 if run is not None and run.blocked is not None and ev.position >= run.blocked.span[1] >= 0:
-                    return out, run.blocked.span[1]
+                    return run.blocked.span[1]
                 released[0] += 1
                 if ev.scope == "response" and ev.text:
-                    out.append(StreamEvent("delta", ev.text, ev))
-            return out, None
+                    yield StreamEvent("delta", ev.text, ev)
+            return None
 
         steering: list[ActiveSteer] = []
 
@@ -208,7 +208,7 @@ class GuardedModel:
             if run is not None and run.blocked is not None:
                 finish, blocked_at = "content_filter", run.blocked.span[1]
             else:
-                drain()  # prompt events are not shown
+                released[0] = len(tracker.tokens)  # prompt events are not shown
                 refresh_steering(n_prompt)
                 for _ in range(max_new_tokens):
                     next_id = _sample(logits, temperature, top_p, gen)
@@ -222,18 +222,15 @@ class GuardedModel:
                     logits = self._forward(step_ids, cache)
                     if not hooks:
                         continue
-                    deltas, blocked_pos = drain()
-                    yield from deltas
-                    if blocked_pos is not None:
-                        finish, blocked_at = "content_filter", blocked_pos
+                    blocked_at = yield from release()
+                    if blocked_at is not None:
                         break
                     refresh_steering(tracker.seen)
-                if hooks and finish != "content_filter":
+                if hooks and blocked_at is None:
                     tracker.flush()
-                    deltas, blocked_pos = drain()
-                    yield from deltas
-                    if blocked_pos is not None:
-                        finish, blocked_at = "content_filter", blocked_pos
+                    blocked_at = yield from release()
+                if blocked_at is not None:
+                    finish = "content_filter"
         if blocked_at is not None and blocked_at >= n_prompt:
             del generated[blocked_at - n_prompt:]  # the blocking token and any generated past it
         decision = run.finish() if run is not None else None
