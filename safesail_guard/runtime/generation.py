@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 FinishReason = Literal["stop", "length", "content_filter"]
 DEFAULT_LAG = 8
 """Decoded tokens over which exact TopK firing is micro-batched by default (`stream(lag=...)`): measured
-2.8% decoding overhead against 8.2% unbatched (benchmarks/results/guard_overhead.json), at the price of
+2.8-3.2% decoding overhead against 8% unbatched (benchmarks/results/guard_overhead.json), at the price of
 releasing text up to 8 tokens late."""
 
 
