@@ -1,0 +1,1 @@
+"""Tests of the OpenTelemetry helpers (`safesail_guard.telemetry`) and the loopback OTLP receiver they use."""
