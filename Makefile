@@ -22,9 +22,11 @@ $(STAMP): $(BOOTSTRAP_INPUTS)
 	$(VPY) -m safesail_guard.cli model check
 	@touch $(STAMP)
 
-# Until the proxy exists, `make run` shows the shipped neuron database (info, a search, one feature).
+# The guard proxy on 127.0.0.1:$(PORT): embedded model, shipped neuron database, policies/default.yaml.
+# It prints the OpenAI base URL, an example curl and the dashboard URL. Ctrl-C stops it.
+PORT ?= 8000
 run: $(STAMP)
-	$(VENV)/bin/safesail demo
+	$(VENV)/bin/safesail serve --host 127.0.0.1 --port $(PORT) --policy default
 
 test: $(STAMP)
 	$(VPY) -m pytest -q

@@ -22,6 +22,7 @@ _SUBAPPS = {
     "pairs": "Concept-contrastive query pairs.",
     "db": "Query the neuron database: info, search, show a feature, export.",
     "policy": "Guard policies: validate a YAML policy, test it on cases, print its JSON schema.",
+    "audit": "The proxy's audit log: list and filter decisions, show one, stats, apply retention.",
 }
 
 for _name, _help in _SUBAPPS.items():
@@ -40,6 +41,10 @@ _pipeline.register(app)
 from safesail_guard.cli import guard_cmds as _guard_cmds  # noqa: E402
 
 _guard_cmds.register(app)
+
+from safesail_guard.cli import serve as _serve  # noqa: E402
+
+_serve.register(app)
 
 
 def main() -> None:

@@ -778,25 +778,33 @@ class PolicyRun:
         self._pending = still
         return new
 
+    def snapshot(self) -> Decision:
+        """The decision for everything observed so far, leaving the run open (e.g. the prompt's verdict before
+        the response streams)."""
+        return self._finished if self._finished is not None else self._decision()
+
     def finish(self) -> Decision:
         """The decision for everything observed so far; further ``observe`` calls are refused."""
         if self._finished is None:
-            matches = tuple(self._matches)
-            first_block = self._blocked
-            self._finished = Decision(
-                action=most_severe([m.action for m in matches]),
-                matches=matches,
-                refusal=first_block.message if first_block is not None else None,
-                steer=tuple(self._steer),
-                language=self.language,
-                damped=tuple(self._damped),
-                pivot_requested=self._pivot is not None,
-                pivot=self._pivot,
-                suppressed=tuple(self._suppressed),
-                policy=self.compiled.name,
-                tokens_seen=len(self._positions),
-            )
+            self._finished = self._decision()
         return self._finished
+
+    def _decision(self) -> Decision:
+        matches = tuple(self._matches)
+        first_block = self._blocked
+        return Decision(
+            action=most_severe([m.action for m in matches]),
+            matches=matches,
+            refusal=first_block.message if first_block is not None else None,
+            steer=tuple(self._steer),
+            language=self.language,
+            damped=tuple(self._damped),
+            pivot_requested=self._pivot is not None,
+            pivot=self._pivot,
+            suppressed=tuple(self._suppressed),
+            policy=self.compiled.name,
+            tokens_seen=len(self._positions),
+        )
 
     def _observe_risk(self, tok: TokenActivations, hits: list[Hit]) -> list[RuleMatch]:
         """Update each pending risk rule's pooled features with this token; fire those that reach their bar."""

@@ -57,6 +57,7 @@ class Generation:
     decision: Decision | None
     steering: list[ActiveSteer] = field(default_factory=list)
     blocked_at: int | None = None  # position of the blocking token
+    guard_seconds: float = 0.0  # wall time spent inside the guard (hooks, firing, events, policy)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (token events included)."""
@@ -70,12 +71,16 @@ class Generation:
 
 @dataclass
 class StreamEvent:
-    """``kind="delta"``: new text for the user; ``kind="done"``: the finished `Generation`."""
+    """``kind="prompt"``: the prompt has been read and passed the policy (``decision`` is the verdict so far,
+    None without a policy; sent once, before any delta, and not sent when the prompt itself is blocked);
+    ``kind="delta"``: new text for the user; ``kind="done"``: the finished `Generation`."""
 
-    kind: Literal["delta", "done"]
+    kind: Literal["prompt", "delta", "done"]
     text: str = ""
     token: TokenActivations | None = None
     generation: Generation | None = None
+    decision: Decision | None = None
+    tokens: list[TokenActivations] | None = None  # ``prompt`` events: the prompt's token events
 
 
 class GuardedModel:
@@ -209,6 +214,8 @@ class GuardedModel:
                 finish, blocked_at = "content_filter", run.blocked.span[1]
             else:
                 released[0] = len(tracker.tokens)  # prompt events are not shown
+                yield StreamEvent("prompt", decision=run.snapshot() if run is not None else None,
+                                  tokens=list(tracker.tokens))
                 refresh_steering(n_prompt)
                 for _ in range(max_new_tokens):
                     next_id = _sample(logits, temperature, top_p, gen)
@@ -241,7 +248,7 @@ class GuardedModel:
                     "I can't help with that.")
         events = [t for t in tracker.tokens if blocked_at is None or blocked_at < 0 or t.position <= blocked_at]
         result = Generation(text, completion, finish, n_prompt, len(generated), events, decision,
-                            steering, blocked_at)
+                            steering, blocked_at, tracker.stats.guard_seconds)
         yield StreamEvent("done", generation=result)
 
     def _forward(self, ids: torch.Tensor, cache: Any) -> torch.Tensor:

@@ -23,6 +23,7 @@ shows a token a policy would block.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -66,6 +67,7 @@ class TrackerStats:
     forward_calls: int = 0
     hook_calls: dict[int, int] = field(default_factory=dict)  # per layer
     encoded_positions: dict[int, int] = field(default_factory=dict)  # per layer: positions encoded (new ones)
+    guard_seconds: float = 0.0  # wall time inside the guard's hooks, firing, events and policy callbacks
 
 
 class SequenceTracker:
@@ -91,6 +93,18 @@ class SequenceTracker:
         self._pending: dict[int, tuple[int, Tensor]] = {}  # layer -> (first new position, acts [T_new, S])
         self._steering: dict[int, LayerSteering] = {}
         self._deepest = max(encoders)
+        self._busy_depth = 0
+        self._busy_since = 0.0
+
+    def _enter(self) -> None:
+        if self._busy_depth == 0:
+            self._busy_since = time.perf_counter()
+        self._busy_depth += 1
+
+    def _leave(self) -> None:
+        self._busy_depth -= 1
+        if self._busy_depth == 0:
+            self.stats.guard_seconds += time.perf_counter() - self._busy_since
 
     # ----------------------------------------------------------------- steering
     def set_steering(self, ops: Sequence[Any]) -> None:
@@ -128,6 +142,13 @@ class SequenceTracker:
             pre.remove()
 
     def _pre_forward(self, _mod: nn.Module, args: tuple, kwargs: dict) -> None:
+        self._enter()
+        try:
+            self._pre_forward_body(args, kwargs)
+        finally:
+            self._leave()
+
+    def _pre_forward_body(self, args: tuple, kwargs: dict) -> None:
         ids = kwargs.get("input_ids", args[0] if args else None)
         if ids is None:
             raise ValueError("the guard needs input_ids (inputs_embeds alone cannot be mapped to tokens)")
@@ -149,6 +170,13 @@ class SequenceTracker:
         self.stats.forward_calls += 1
 
     def _on_layer(self, point: HookPoint, act: Tensor) -> Tensor | None:
+        self._enter()
+        try:
+            return self._on_layer_body(point, act)
+        finally:
+            self._leave()
+
+    def _on_layer_body(self, point: HookPoint, act: Tensor) -> Tensor | None:
         layer = point.layer
         self.stats.hook_calls[layer] = self.stats.hook_calls.get(layer, 0) + 1
         enc = self.encoders[layer]
@@ -202,6 +230,13 @@ class SequenceTracker:
         """Resolve and emit every deferred position (a no-op when nothing waits)."""
         if not self._deferred_ids:
             return
+        self._enter()
+        try:
+            self._flush_body()
+        finally:
+            self._leave()
+
+    def _flush_body(self) -> None:
         waiting, self._deferred_ids = self._deferred_ids, []
         with torch.no_grad():
             resolved = {}

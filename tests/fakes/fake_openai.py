@@ -32,6 +32,8 @@ class Reply:
     raw: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    sse: list[Any] | None = None  # a streamed reply: each item is one ``data:`` event (a dict, or "[DONE]")
+    sse_gap_s: float = 0.0  # pause between streamed events
 
 
 @dataclass
@@ -69,6 +71,16 @@ def chat_body(
             "total_tokens": prompt_tokens + completion_tokens,
         }
     return body
+
+
+def stream_events(pieces: list[str], *, model: str = "fake-model", finish_reason: str = "stop") -> list[Any]:
+    """``chat.completion.chunk`` events streaming ``pieces``, a finish chunk, and ``[DONE]``."""
+    def chunk(delta: dict[str, Any], fr: str | None = None) -> dict[str, Any]:
+        return {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": fr}]}
+
+    return [chunk({"role": "assistant", "content": ""}), *(chunk({"content": p}) for p in pieces),
+            chunk({}, finish_reason), "[DONE]"]
 
 
 def error_body(message: str, type_: str = "invalid_request_error", code: str | None = None) -> dict[str, Any]:
@@ -112,6 +124,21 @@ class _Handler(BaseHTTPRequestHandler):
                 reply = fake._next_reply(body)
             if reply.delay_s and fake._stopping.wait(reply.delay_s):
                 return  # server is shutting down: drop the request
+            if reply.sse is not None:
+                self.send_response(reply.status)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                for item in reply.sse:
+                    data = item if isinstance(item, str) else json.dumps(item)
+                    self.wfile.write(f"data: {data}\n\n".encode())
+                    self.wfile.flush()
+                    if reply.sse_gap_s and fake._stopping.wait(reply.sse_gap_s):
+                        return
+                self.close_connection = True
+                return
             payload = reply.raw if reply.raw is not None else json.dumps(reply.json).encode("utf-8")
             self.send_response(reply.status)
             self.send_header("Content-Type", "application/json")

@@ -1,0 +1,127 @@
+"""`safesail serve`: run the OpenAI-compatible guard proxy (uvicorn) with audit log and OpenTelemetry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from safesail_guard.cli.common import fail, user_errors
+
+MODE_HELP = "local: host the model with live hooks (can steer); upstream: forward to --upstream-url and guard."
+
+
+def serve(
+    db: Annotated[Path | None, typer.Option(help="Neuron database directory (default: the shipped one).")] = None,
+    policy: Annotated[str, typer.Option(help="Policy: default, monitor, strict, or a YAML file.")] = "default",
+    mode: Annotated[str, typer.Option(help=MODE_HELP)] = "local",
+    model: Annotated[str, typer.Option(help="Local model: 'embedded', a HF directory, a .gguf file or a cached id.")] = "embedded",
+    host: Annotated[str, typer.Option(help="Address to bind. Non-loopback addresses need API keys.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0 = any free port).")] = 8000,
+    served_model_name: Annotated[str | None, typer.Option(help="Model id clients use (default: the model's name).")] = None,
+    upstream_url: Annotated[str | None, typer.Option(help="Upstream OpenAI-compatible base URL, e.g. http://host:8080/v1.")] = None,
+    upstream_model: Annotated[str | None, typer.Option(help="Model id to request upstream (default: the client's).")] = None,
+    upstream_key_env: Annotated[str, typer.Option(help="Env variable that holds the upstream API key.")] = "SAFESAIL_UPSTREAM_API_KEY",
+    api_keys_file: Annotated[Path | None, typer.Option(help="Client API keys, one per line ('id: key' or 'key').")] = None,
+    audit_db: Annotated[Path | None, typer.Option(help="Audit log SQLite file (default: $SAFESAIL_AUDIT_DB or the XDG state dir).")] = None,
+    audit_text: Annotated[str, typer.Option(help="What the audit log keeps of judged text: full, hash or none.")] = "hash",
+    retention_days: Annotated[float | None, typer.Option(help="Delete audit records older than this many days.")] = 30.0,
+    max_concurrent: Annotated[int, typer.Option(min=1, help="Generations at once (local mode: keep 1).")] = 1,
+    max_queue: Annotated[int, typer.Option(min=0, help="Requests allowed to wait; beyond: 429.")] = 64,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Largest max_tokens a request may ask for.")] = 1024,
+    timeout: Annotated[float, typer.Option(min=1, help="Per-request time limit in seconds.")] = 300.0,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the guard proxy: POST /v1/chat/completions, /v1/models, /v1/safesail/score, /healthz, /readyz."""
+    from safesail_guard.audit import AuditConfig
+    from safesail_guard.server.auth import KeyStore
+    from safesail_guard.server.config import Limits, ServerConfig, is_loopback
+
+    with user_errors():
+        audit_kw = {"store_text": audit_text, "retention_days": retention_days}
+        if audit_db is not None:
+            audit_kw["path"] = audit_db
+        cfg = ServerConfig(host=host, port=port, mode=mode, model=model, db=db, policy=policy,  # type: ignore[arg-type]
+                           served_model_name=served_model_name, upstream_url=upstream_url,
+                           upstream_model=upstream_model, upstream_api_key_env=upstream_key_env,
+                           api_keys_file=api_keys_file,
+                           limits=Limits(max_concurrent=max_concurrent, max_queue=max_queue, max_tokens=max_tokens,
+                                         default_max_tokens=min(256, max_tokens), request_timeout_s=timeout),
+                           audit=AuditConfig(**audit_kw))
+        keys = KeyStore.load(cfg.api_keys_file, cfg.api_keys_env)
+        if not is_loopback(cfg.host) and not keys.enabled:
+            fail(f"refusing to bind {cfg.host} without API keys: anyone on the network could use the model. "
+                 f"Pass --api-keys-file or set ${cfg.api_keys_env}, or bind 127.0.0.1")
+        check_policy(cfg)
+    run_server(cfg, keys, log_level=log_level)
+
+
+def check_policy(cfg: object) -> None:
+    """Compile the policy against the database's features before serving, so a typo, an unknown feature or
+    steering in upstream mode fails at startup and not on the first request (no model needed)."""
+    from safesail_guard.policy import compile_policy, load_policy
+    from safesail_guard.runtime.events import FeatureCatalog
+    from safesail_guard.runtime.scoring import RiskHead
+    from safesail_guard.server.app import check_no_steering
+    from safesail_neuron_db import NeuronDB, default_database_path
+    from safesail_policies import policy_path
+
+    source: object = cfg.policy  # type: ignore[attr-defined]
+    if isinstance(source, str) and not Path(source).suffix:
+        source = policy_path(source)
+    with NeuronDB.open(cfg.db or default_database_path()) as db:  # type: ignore[attr-defined]
+        catalog = FeatureCatalog.from_db(db)
+        compiled = compile_policy(load_policy(source), catalog, RiskHead.from_db(db, catalog))
+    if cfg.mode == "upstream":  # type: ignore[attr-defined]
+        check_no_steering(compiled)
+
+
+def run_server(cfg: object, keys: object, *, log_level: str = "info") -> None:
+    """Configure telemetry, print the banner, and run uvicorn until interrupted."""
+    import logging
+
+    import uvicorn
+
+    from safesail_guard.server.app import create_app
+    from safesail_guard.telemetry import configure_telemetry
+
+    handle = configure_telemetry() if cfg.telemetry else None  # type: ignore[attr-defined]
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    app = create_app(cfg, keys=keys)  # type: ignore[arg-type]
+    base = f"http://{_url_host(cfg.host)}:{cfg.port}"  # type: ignore[attr-defined]
+    typer.echo(_banner(cfg, base, handle.describe() if handle is not None else "telemetry off", keys))
+    try:
+        uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=log_level)  # type: ignore[attr-defined]
+    finally:
+        if handle is not None:
+            handle.shutdown()
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _banner(cfg: object, base: str, telemetry: str, keys: object) -> str:
+    from safesail_guard.models import EMBEDDED_ALIASES, EMBEDDED_NAME
+
+    auth = '-H "Authorization: Bearer $KEY" ' if getattr(keys, "enabled", False) else ""
+    model = cfg.served_model_name or (cfg.upstream_model if cfg.mode == "upstream" else None) or (  # type: ignore[attr-defined]
+        EMBEDDED_NAME if cfg.model in EMBEDDED_ALIASES else "<id from /v1/models>")  # type: ignore[attr-defined]
+    lines = [
+        f"safesail-guard proxy ({cfg.mode} mode, policy {cfg.policy}) on {base}",  # type: ignore[attr-defined]
+        f"  OpenAI base URL:  {base}/v1",
+        f"  dashboard:        {base}/ui",
+        f"  health:           {base}/healthz   ready: {base}/readyz (the model loads in the background)",
+        f"  audit log:        {cfg.audit.path}  (safesail audit list --db {cfg.audit.path})",  # type: ignore[attr-defined]
+        f"  telemetry:        {telemetry.removeprefix('telemetry:').strip()}",
+        "  try:",
+        f"    curl -s {base}/v1/chat/completions {auth}-H 'Content-Type: application/json' \\",
+        f"      -d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello!\"}}]}}'",
+    ]
+    return "\n".join(lines)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``serve`` to the main app."""
+    app.command("serve")(serve)

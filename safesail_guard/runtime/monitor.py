@@ -1,0 +1,162 @@
+"""`ResponseMonitor`: guard a response that another model writes, as its text arrives in pieces.
+
+Upstream mode forwards the chat to another server and must judge the reply while it streams. The monitor runs
+the prompt through the local scoring model once (keeping the KV cache), then each arriving piece of reply text
+is tokenized and fed through the guarded layers only (the pass stops after the deepest guarded layer, so the
+layers above it and the LM head never run). Text is released to the client only after its tokens passed the
+policy; when a rule blocks, everything from the blocking token on is withheld.
+
+Tokenization is incremental and cut at word starts: text is fed up to the last whitespace that begins a new
+word, and the unfinished word is held back until more text (or the end) arrives, because the next piece can
+still change its tokens ("flou" + "r" tokenizes differently from "flour"). Tokenizers that split words at
+whitespace first (byte-level BPE as in Llama 3, Qwen2 and SmolLM2, and SentencePiece) then give exactly the
+tokens of the whole reply (tested). Text with no whitespace for `MAX_HOLD_CHARS` (e.g. Chinese) falls back
+to holding back only the last token, where a split can differ slightly from tokenizing the whole reply.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from safesail_guard.hooks import run_until_hooks
+from safesail_guard.runtime.guard import Guard, Prompt, _prompt_text
+
+MAX_HOLD_CHARS = 48
+"""Longest unfinished word held back before falling back to holding back only the last token."""
+
+
+@dataclass
+class MonitorStep:
+    """What one `feed` or `finish` call lets through: ``text`` is safe to release; ``blocked`` means stop."""
+
+    text: str
+    blocked: bool
+
+
+class ResponseMonitor:
+    """Incremental guard over one externally generated response; use as a context manager."""
+
+    def __init__(self, guard: Guard, prompt: Prompt, *, policy: Any = None) -> None:
+        self.guard = guard
+        self._tok = guard.tokenizer
+        enc, _ = guard.encode_prompt(prompt)
+        self.prompt_tokens = len(enc)
+        self._stack = ExitStack()
+        self.session = self._stack.enter_context(
+            guard.watch(policy=policy, prompt_tokens=self.prompt_tokens, prompt_text=_prompt_text(prompt)))
+        self.session.tracker.stop_at_deepest = True
+        from transformers import DynamicCache
+
+        self._cache = DynamicCache()
+        self._text = ""  # the whole reply received so far
+        self._fed_chars = 0  # reply characters whose tokens have been fed
+        self._released_chars = 0
+        self._starts: list[int] = []  # per fed response token: its first character in the reply
+        self._blocked = False
+        self._closed = False
+        self._forward(enc.input_ids)
+
+    # ------------------------------------------------------------------------------------------------ api
+    def __enter__(self) -> ResponseMonitor:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @property
+    def response_tokens(self) -> int:
+        """Response tokens fed so far."""
+        return len(self._starts)
+
+    @property
+    def guard_seconds(self) -> float:
+        """Wall time spent in the guard's hooks and policy so far."""
+        return self.session.tracker.stats.guard_seconds
+
+    def feed(self, piece: str) -> MonitorStep:
+        """Add a piece of reply text; returns the text now cleared for release (possibly empty)."""
+        if self._closed:
+            raise RuntimeError("feed() after close()")
+        if self._blocked:
+            return MonitorStep("", True)
+        self._text += piece
+        return self._advance(final=False)
+
+    def finish(self) -> MonitorStep:
+        """The reply is complete: feed what was held back and release the rest (unless blocked)."""
+        if self._blocked or self._closed:
+            return MonitorStep("", self._blocked)
+        return self._advance(final=True)
+
+    def decision(self) -> Any:
+        """The policy's decision over prompt and response so far (None without a policy)."""
+        run = self.session.run
+        return run.snapshot() if run is not None else None
+
+    def close(self) -> None:
+        """Detach the hooks (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            self._stack.close()
+
+    # ------------------------------------------------------------------------------------------ internals
+    def _advance(self, final: bool) -> MonitorStep:
+        pending = self._text[self._fed_chars:]
+        if not final:
+            cut = _word_start(pending)
+            if cut > 0:
+                pending = pending[:cut]  # complete words only; the last one may still grow
+        if pending:
+            ids, starts = self._tokenize(pending)
+            if not final and len(pending) == len(self._text) - self._fed_chars:  # no word boundary found
+                if len(pending) > MAX_HOLD_CHARS and len(ids) > 1:
+                    ids, starts = ids[:-1], starts[:-1]  # the last token may still change
+                else:
+                    ids, starts = [], []
+            if ids:
+                self._starts.extend(self._fed_chars + s for s in starts[:len(ids)])
+                self._fed_chars += starts[len(ids)]
+                self._forward(ids)
+        run = self.session.run
+        limit = self._fed_chars
+        if run is not None and run.blocked is not None:
+            self._blocked = True
+            pos = run.blocked.span[1]
+            index = pos - self.prompt_tokens
+            limit = self._starts[index] if 0 <= index < len(self._starts) else self._released_chars
+            limit = max(limit, self._released_chars) if index >= 0 else self._released_chars
+        text = self._text[self._released_chars:limit]
+        self._released_chars = max(self._released_chars, limit)
+        return MonitorStep(text, self._blocked)
+
+    def _tokenize(self, text: str) -> tuple[list[int], list[int]]:
+        """Token ids of ``text`` and the character each starts at (its end, for the last, is len(text))."""
+        try:
+            out = self._tok(text, add_special_tokens=False, return_offsets_mapping=True)
+            ids = list(out["input_ids"])
+            starts = [int(a) for a, _ in out["offset_mapping"]]
+        except (NotImplementedError, TypeError, KeyError):  # slow tokenizers have no offsets: decode prefixes
+            ids = list(self._tok(text, add_special_tokens=False)["input_ids"])
+            starts, pos = [], 0
+            for i in range(len(ids)):
+                starts.append(min(pos, len(text)))
+                pos = len(self._tok.decode(ids[:i + 1]))
+        # extend with a sentinel so starts[len(ids)] is the end of the text
+        return ids, [*starts, len(text)]
+
+    @torch.no_grad()
+    def _forward(self, ids: list[int]) -> None:
+        run_until_hooks(self.guard.model, input_ids=torch.tensor([ids], dtype=torch.long),
+                        past_key_values=self._cache, use_cache=True)
+
+
+def _word_start(text: str) -> int:
+    """Index of the last whitespace that starts a new word (followed by a non-space); 0 when there is none."""
+    for i in range(len(text) - 2, 0, -1):
+        if text[i].isspace() and not text[i + 1].isspace():
+            return i
+    return 0

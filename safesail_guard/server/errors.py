@@ -1,0 +1,45 @@
+"""OpenAI-style errors: ``{"error": {"message", "type", "param", "code"}}`` with the right HTTP status.
+
+Every failure the server knows about is an `APIError`; the app turns it (and anything unexpected) into this
+body, so clients written for OpenAI handle it unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.responses import JSONResponse
+
+ERROR_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+    405: "invalid_request_error", 408: "timeout_error", 413: "invalid_request_error", 415: "invalid_request_error",
+    422: "invalid_request_error", 429: "rate_limit_error", 500: "server_error", 502: "upstream_error",
+    503: "service_unavailable", 504: "timeout_error",
+}
+
+
+class APIError(Exception):
+    """A request that fails with ``status`` and an OpenAI error body; ``param`` names the offending field."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
+                 type: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.type = type or ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        """The JSON error body."""
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self, extra_headers: dict[str, str] | None = None) -> JSONResponse:
+        """A JSONResponse carrying this error."""
+        return JSONResponse(self.body(), status_code=self.status, headers={**self.headers, **(extra_headers or {})})
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
+    """A 400 naming ``param``."""
+    return APIError(400, message, param=param, code=code)
