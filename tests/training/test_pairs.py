@@ -127,10 +127,11 @@ def test_script_matches_language(pairs: list[ConceptPair]) -> None:
 def test_ids_and_files_are_consistent() -> None:
     for f in default_pair_files():
         handwritten = not f.name.endswith(".template.jsonl")
-        level0 = f.name.removesuffix(".template.jsonl").removesuffix(".jsonl")
+        varied = f.name.endswith(".varied.jsonl")
+        level0 = f.name.removesuffix(".template.jsonl").removesuffix(".varied.jsonl").removesuffix(".jsonl")
         assert level0 in LEVEL0S, f.name
         for p in load_pairs([Path(str(f))]):
-            assert re.fullmatch(rf"{level0}-\d{{4}}", p.id), p.id
+            assert re.fullmatch(rf"{level0}-s\d{{3}}" if varied else rf"{level0}-\d{{4}}", p.id), p.id
             assert p.level0 == level0, p.id
             assert (p.source == "handwritten") == handwritten, p.id
 
