@@ -419,7 +419,7 @@ class UpstreamBackend:
         usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
         return Outcome(content, finish or "stop", int(usage.get("prompt_tokens") or 0),
                        int(usage.get("completion_tokens") or 0), pv, final, guard_seconds=guard_s,
-                       upstream_body=body, model=str(body.get("model") or job.client_model))
+                       tokens=_shown_tokens(final) if job.want_tokens else None, upstream_body=body, model=str(body.get("model") or job.client_model))
 
     def _scan_reply(self, job: ChatJob, content: str) -> tuple[Verdict, float]:
         from safesail_guard.runtime.monitor import ResponseMonitor
@@ -507,11 +507,23 @@ class UpstreamBackend:
         content = self._refusal(final) if blocked else "".join(released)
         yield "done", Outcome(content, "content_filter" if blocked else (finish or "stop"),
                               int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
-                              pv, final, guard_seconds=guard_s, model=model)
+                              pv, final, guard_seconds=guard_s, model=model,
+                              tokens=_shown_tokens(final) if job.want_tokens else None)
 
     async def score(self, prompts: list[Any], policy: Any) -> list[Any]:
         """Scan prompts in batches on the model thread."""
         return await self.worker.run(self.guard.scan_batch, prompts, policy=self.guarded.policy)
+
+
+def _shown_tokens(verdict: Verdict) -> list[TokenActivations]:
+    """The monitor's token events for the client: all of them, or when a rule blocked, those up to the blocking
+    token (as in local mode; the upstream text after it was withheld, so its tokens are not shown either)."""
+    d = verdict.decision
+    block = next((m for m in d.matches if m.action == "block"), None) if d is not None else None
+    if block is None:
+        return verdict.tokens
+    last = block.span[1] if block.span[1] >= 0 else -1
+    return [t for t in verdict.tokens if t.position <= last]
 
 
 def _err_msg(body: Any) -> str:

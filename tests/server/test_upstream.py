@@ -165,3 +165,21 @@ def test_upstream_config_needs_url():
 
     with pytest.raises(ValidationError, match="upstream_url"):
         ServerConfig(mode="upstream")
+
+
+def test_tokens_option_in_upstream_mode_returns_the_scanned_tokens(harness_factory, upstream, server_guard):
+    fid, pos = _response_feature(server_guard)
+    upstream.script(Reply(json=chat_body(REPLY)), Reply(json=chat_body(REPLY)))
+    allow = _harness(harness_factory, upstream)
+    with TestClient(allow.app) as c:
+        body = c.post("/v1/chat/completions", json={**allow.chat(), "model": "big-model",
+                                                    "safesail": {"tokens": True}}).json()
+    toks = body["safesail"]["tokens"]
+    assert "".join(t["text"] for t in toks if t["scope"] == "response") == REPLY
+    block = _harness(harness_factory, upstream, block_policy(fid, "response"))
+    with TestClient(block.app) as c:
+        body = c.post("/v1/chat/completions", json={**block.chat(), "model": "big-model",
+                                                    "safesail": {"tokens": True}}).json()
+    toks = body["safesail"]["tokens"]
+    assert body["choices"][0]["finish_reason"] == "content_filter"
+    assert max(t["position"] for t in toks) == pos  # nothing after the blocking token is revealed
