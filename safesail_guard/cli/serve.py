@@ -31,6 +31,9 @@ def serve(
     max_queue: Annotated[int, typer.Option(min=0, help="Requests allowed to wait; beyond: 429.")] = 64,
     max_tokens: Annotated[int, typer.Option(min=1, help="Largest max_tokens a request may ask for.")] = 1024,
     timeout: Annotated[float, typer.Option(min=1, help="Per-request time limit in seconds.")] = 300.0,
+    threads: Annotated[int | None, typer.Option(min=1, help=(
+        "torch CPU threads for the model (default: torch's choice, one per core). On a machine shared with "
+        "other heavy work, 1 avoids oversubscription (measured: docs/results/proxy.md)."))] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the guard proxy: POST /v1/chat/completions, /v1/models, /v1/safesail/score, /healthz, /readyz."""
@@ -54,6 +57,10 @@ def serve(
             fail(f"refusing to bind {cfg.host} without API keys: anyone on the network could use the model. "
                  f"Pass --api-keys-file or set ${cfg.api_keys_env}, or bind 127.0.0.1")
         check_policy(cfg)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     run_server(cfg, keys, log_level=log_level)
 
 
@@ -92,7 +99,10 @@ def run_server(cfg: object, keys: object, *, log_level: str = "info") -> None:
     base = f"http://{_url_host(cfg.host)}:{cfg.port}"  # type: ignore[attr-defined]
     typer.echo(_banner(cfg, base, handle.describe() if handle is not None else "telemetry off", keys))
     try:
-        uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=log_level)  # type: ignore[attr-defined]
+        # keep-alive longer than uvicorn's 5 s default: a client that reuses a connection just as the server
+        # closes it sees "Server disconnected without sending a response" (seen once in the load benchmark)
+        uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=log_level,  # type: ignore[attr-defined]
+                    timeout_keep_alive=30)
     finally:
         if handle is not None:
             handle.shutdown()

@@ -36,7 +36,9 @@ class Admission:
     async def slot(self, deadline: float) -> AsyncIterator[None]:
         """Hold a slot for the block; 429 when the queue is full, 504 when ``deadline`` (monotonic) passes
         while waiting."""
-        if self.waiting >= self.max_queue and self._sem.locked():
+        # counted, not read from the semaphore: a burst arrives before any waiter has run acquire(), so the
+        # semaphore still looks free to all of them (found by benchmarks/bench_proxy.py's overload phase)
+        if self.waiting + self.active >= self.max_concurrent + self.max_queue:
             self.rejected += 1
             raise APIError(429, f"the server is busy ({self.active} running, {self.waiting} queued); retry later",
                            code="server_busy", headers={"Retry-After": str(self.retry_after())})

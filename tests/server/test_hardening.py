@@ -155,6 +155,33 @@ def test_queue_full_is_429_with_retry_after():
     asyncio.run(run())
 
 
+def test_a_burst_cannot_overfill_the_queue():
+    """All requests arrive before any of them reaches the semaphore: still at most slots + queue get in."""
+    from safesail_guard.server.errors import APIError
+    from safesail_guard.server.limits import Admission
+
+    async def run() -> None:
+        adm = Admission(max_concurrent=1, max_queue=2)
+        gate = asyncio.Event()
+        statuses: list[int] = []
+
+        async def one() -> None:
+            try:
+                async with adm.slot(time.monotonic() + 5):
+                    await gate.wait()
+                statuses.append(200)
+            except APIError as e:
+                statuses.append(e.status)
+
+        tasks = [asyncio.create_task(one()) for _ in range(8)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await asyncio.gather(*tasks)
+        assert sorted(statuses) == [200] * 3 + [429] * 5
+
+    asyncio.run(run())
+
+
 def test_queue_wait_past_deadline_is_504():
     from safesail_guard.server.errors import APIError
     from safesail_guard.server.limits import Admission
