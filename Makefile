@@ -37,7 +37,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(VPY) -m pytest -q -m "not slow"
 
-# Throughput and quality benchmarks (~40 min). bench_topk_agreement.py and explore_all_latents.py also need a
+# Throughput and quality benchmarks (~50 min; the proxy load test ~6 min). bench_topk_agreement.py and explore_all_latents.py also need a
 # build's full SAEs (runs/, made by `make db`), so they are run by hand.
 bench: $(STAMP)
 	$(VPY) benchmarks/bench_harvest.py
@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(VPY) benchmarks/bench_detection.py
 	$(VPY) benchmarks/bench_policy.py
 	$(VPY) benchmarks/bench_steering.py
+	$(VPY) benchmarks/bench_proxy.py
 
 build-sae: $(STAMP)
 	$(VENV)/bin/safesail build-sae
