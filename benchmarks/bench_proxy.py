@@ -272,6 +272,18 @@ async def one_chat(client: httpx.AsyncClient, base: str, body: dict[str, Any]) -
         return rec
 
 
+async def release_clients(run_client: Any, n: int, start: asyncio.Event, deadline: float) -> tuple[float, int]:
+    """Start ``n`` client tasks, release them together, wait until they finish or ``deadline`` (monotonic)
+    passes (the rest are cancelled); returns the wall time in seconds and the number cancelled."""
+    tasks = [asyncio.create_task(run_client(i)) for i in range(n)]
+    t0 = time.perf_counter()
+    start.set()
+    _, pending = await asyncio.wait(tasks, timeout=max(1.0, deadline - time.monotonic()))
+    for t in pending:
+        t.cancel()
+    return time.perf_counter() - t0, len(pending)
+
+
 def answered(rec: dict[str, Any]) -> bool:
     """A 200 with a complete response (stream ended with [DONE], no error chunk) and a ``safesail`` field."""
     ok = rec.get("status") == 200 and "exception" not in rec and "stream_error" not in rec
@@ -388,13 +400,7 @@ async def load_phase(base: str, model: str, args: argparse.Namespace, deadline: 
                 rec.update(client=i, seq=j, prompt_index=k, kind=kind, t_end=time.perf_counter())
                 recs.append(rec)
 
-        tasks = [asyncio.create_task(run_client(i)) for i in range(args.clients)]
-        t0 = time.perf_counter()
-        start.set()
-        done, pending = await asyncio.wait(tasks, timeout=max(1.0, deadline - time.monotonic()))
-        for t in pending:
-            t.cancel()
-        wall = time.perf_counter() - t0
+        wall, unfinished = await release_clients(run_client, args.clients, start, deadline)
     sent = [r for r in recs if "skipped" not in r]
     ok = [r for r in sent if answered(r)]
     errors = [r for r in sent if not answered(r)]
@@ -408,7 +414,7 @@ async def load_phase(base: str, model: str, args: argparse.Namespace, deadline: 
         "clients": args.clients, "requests_per_client": args.requests_per_client, "max_tokens": args.max_tokens,
         "planned": args.clients * args.requests_per_client, "sent": len(sent), "answered": len(ok),
         "not_sent": args.clients * args.requests_per_client - len(sent),
-        "unfinished_clients": len(pending), "errors": len(errors),
+        "unfinished_clients": unfinished, "errors": len(errors),
         "status_counts": _status_counts(sent),
         "error_samples": [_brief(r) for r in errors[:10]],
         "wall_s": round(wall, 2),
@@ -584,13 +590,7 @@ async def overload_phase(base: str, model: str, args: argparse.Namespace, deadli
             rec = dict(rec, total_s=time.perf_counter() - t_first, attempts=a + 1)
             finals.append(rec)
 
-        tasks = [asyncio.create_task(run_client(i)) for i in range(args.overload_clients)]
-        t0 = time.perf_counter()
-        start.set()
-        _, pending = await asyncio.wait(tasks, timeout=max(1.0, deadline - time.monotonic()))
-        for t in pending:
-            t.cancel()
-        wall = time.perf_counter() - t0
+        wall, unfinished = await release_clients(run_client, args.overload_clients, start, deadline)
     r429 = [r for r in attempts if r.get("status") == 429]
     other_errors = [r for r in attempts if r.get("status") != 429 and not answered(r)]
     ok = [r for r in finals if answered(r)]
@@ -598,7 +598,7 @@ async def overload_phase(base: str, model: str, args: argparse.Namespace, deadli
     return {
         "clients": args.overload_clients, "stagger_ms": round(stagger_s * 1000, 1),
         "max_queue": args.overload_max_queue, "max_tokens": args.max_tokens,
-        "max_attempts": args.overload_max_attempts, "wall_s": round(wall, 2), "unfinished_clients": len(pending),
+        "max_attempts": args.overload_max_attempts, "wall_s": round(wall, 2), "unfinished_clients": unfinished,
         "attempts": len(attempts), "status_counts_all_attempts": _status_counts(attempts),
         "first_attempt_status_counts": _status_counts(first_try),
         "first_attempt_admitted": sum(1 for r in first_try if r.get("status") != 429),

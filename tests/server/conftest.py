@@ -63,6 +63,16 @@ def prompt_feature(server_guard) -> str:
     return hits[0]
 
 
+def openai_error(r: Any, status: int, param: str | None = None) -> dict[str, Any]:
+    """Check ``r`` is an OpenAI-style error with ``status`` (and ``param``); returns the error object."""
+    assert r.status_code == status, (r.status_code, r.text)
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"]
+    if param is not None:
+        assert err["param"] == param, err
+    return err
+
+
 class Harness:
     """An app over the tiny guard with an audit log and in-memory telemetry."""
 

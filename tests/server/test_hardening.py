@@ -11,15 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.server.conftest import PROMPT
+from tests.server.conftest import openai_error as _err
 
 
-def _err(r: httpx.Response, status: int, param: str | None = None) -> dict:
-    assert r.status_code == status, (r.status_code, r.text)
-    err = r.json()["error"]
-    assert set(err) == {"message", "type", "param", "code"} and err["message"]
-    if param is not None:
-        assert err["param"] == param, err
-    return err
 
 
 BAD_BODIES = [

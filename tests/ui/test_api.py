@@ -10,18 +10,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.server.conftest import openai_error as _err
 from tests.server.conftest import PROMPT, harness_factory, server_guard, tiny_llama  # noqa: F401 - fixtures
 
 STATIC = resources.files("safesail_guard.ui").joinpath("static")
 
 
-def _err(r, status: int, param: str | None = None) -> dict:
-    assert r.status_code == status, (r.status_code, r.text)
-    err = r.json()["error"]
-    assert set(err) == {"message", "type", "param", "code"} and err["message"]
-    if param is not None:
-        assert err["param"] == param, err
-    return err
 
 
 def _static_files() -> list[str]:
