@@ -91,9 +91,12 @@ def create_app(config: ServerConfig | None = None, *, guarded: Any = None, audit
             await _load_backend(st, worker, guarded)
         else:
             loader = asyncio.create_task(_load_backend(st, worker, guarded))
+        retention = asyncio.create_task(_retention_loop(st)) if config.audit.retention_days else None
         try:
             yield
         finally:
+            if retention is not None:
+                retention.cancel()
             if loader is not None and not loader.done():
                 loader.cancel()
             if st.backend is not None and hasattr(st.backend, "aclose"):
@@ -129,6 +132,23 @@ def _version() -> str:
         return version("safesail-guard")
     except Exception:  # noqa: BLE001 - metadata missing in odd installs
         return "0"
+
+
+RETENTION_EVERY_S = 6 * 3600
+"""How often a running server applies the audit log's retention (it is also applied when the log opens)."""
+
+
+async def _retention_loop(st: ServerState) -> None:
+    """Delete audit records older than the configured retention, every `RETENTION_EVERY_S`."""
+    while True:
+        await asyncio.sleep(RETENTION_EVERY_S)
+        try:
+            n = await asyncio.to_thread(st.audit.apply_retention)
+            if n:
+                log.info("audit retention: deleted %d records older than %g days", n,
+                         st.config.audit.retention_days)
+        except Exception as e:  # noqa: BLE001 - a failed purge must not stop the server; it retries later
+            log.error("audit retention failed: %s", e)
 
 
 async def _load_backend(st: ServerState, worker: Any, guarded: Any) -> None:

@@ -207,3 +207,23 @@ def test_non_loopback_bind_without_keys_is_refused():
 
     r = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0"], env={"SAFESAIL_API_KEYS": ""})
     assert r.exit_code == 2 and "API keys" in r.output
+
+
+def test_running_server_applies_audit_retention(server_guard, tmp_path, monkeypatch):
+    from safesail_guard.audit import AuditConfig, AuditLog, AuditRecord
+    from safesail_guard.runtime.generation import GuardedModel
+    from safesail_guard.server import ServerConfig, app as app_module, create_app
+    from safesail_guard.server.auth import KeyStore
+
+    monkeypatch.setattr(app_module, "RETENTION_EVERY_S", 0.05)
+    cfg = AuditConfig(path=tmp_path / "a.sqlite", retention_days=1)
+    log = AuditLog(cfg)
+    old = log.append(AuditRecord(request_id="old", stage="final", action="allow", time=time.time() - 3 * 86400))
+    assert log.get(old) is not None
+    app = create_app(ServerConfig(audit=cfg), guarded=GuardedModel(server_guard), audit=log, keys=KeyStore([]))
+    with TestClient(app):
+        deadline = time.monotonic() + 5
+        while log.get(old) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert log.get(old) is None
+    log.close()
