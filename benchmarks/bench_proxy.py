@@ -47,7 +47,7 @@ import httpx
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from _machine import cpu_model  # noqa: E402
+from _machine import cpu_model, git_commit  # noqa: E402
 
 # Written for this benchmark (no public benchmark text). The risky ones are requests only, with no harmful detail.
 BENIGN = [
@@ -75,24 +75,6 @@ PROMPTS = [("benign", p) for p in BENIGN] + [("risky", p) for p in RISKY]
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-
-
-def git_head() -> str:
-    """The checked-out commit, read from .git files (no git command is run)."""
-    try:
-        git = ROOT / ".git"
-        head = (git / "HEAD").read_text().strip()
-        if not head.startswith("ref:"):
-            return head[:7]
-        ref = head.split(":", 1)[1].strip()
-        if (git / ref).exists():
-            return (git / ref).read_text().strip()[:7]
-        for line in (git / "packed-refs").read_text().splitlines():
-            if line.endswith(" " + ref):
-                return line.split()[0][:7]
-    except OSError:
-        pass
-    return "unknown"
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -652,7 +634,7 @@ def main() -> None:
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
     res: dict[str, Any] = {
-        "machine": cpu_model(), "cpus": os.cpu_count(), "commit": git_head(), "python": platform.python_version(),
+        "machine": cpu_model(), "cpus": os.cpu_count(), "commit": git_commit(), "python": platform.python_version(),
         "torch": torch.__version__, "httpx": httpx.__version__, "torch_threads": torch.get_num_threads(),
         "command": "python benchmarks/bench_proxy.py " + " ".join(sys.argv[1:]),
         "nice": os.nice(0), "load_avg_start": loadavg(),
