@@ -577,7 +577,25 @@ async def _start_stream(request: Request, st: ServerState, job: ChatJob, key_id:
                 yield stream_error(APIError(504, "the request timed out during generation", code="timeout"))
                 yield sse("[DONE]")
 
-    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+    return _OwningStream(body(), stack, media_type="text/event-stream", headers=headers)
+
+
+class _OwningStream(StreamingResponse):
+    """A stream that releases what its request holds (slot, model job, trace) even when the body is never
+    iterated - e.g. the client vanished before the headers went out - so a lost client cannot leak a slot."""
+
+    def __init__(self, content: Any, stack: AsyncExitStack, **kw: Any) -> None:
+        super().__init__(content, **kw)
+        self._stack = stack
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            await self._stack.aclose()  # a no-op when the body already closed it
 
 
 async def _chain(first: list[Any], rest: AsyncIterator[Any]) -> AsyncIterator[Any]:

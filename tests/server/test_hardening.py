@@ -227,3 +227,45 @@ def test_running_server_applies_audit_retention(server_guard, tmp_path, monkeypa
             time.sleep(0.05)
     assert log.get(old) is None
     log.close()
+
+
+def test_stream_whose_client_vanishes_before_the_headers_frees_its_slot(harness_factory):
+    """The body of a stream is never iterated when sending its headers fails: the slot, the model job and the
+    trace must still be released."""
+    import json
+
+    h = harness_factory(max_tokens=256, default_max_tokens=256)
+    body = json.dumps(h.chat(stream=True, max_tokens=256, temperature=1.0, seed=3)).encode()
+
+    async def call() -> None:
+        got = {"sent": False}
+
+        async def receive() -> dict:
+            if not got["sent"]:
+                got["sent"] = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.sleep(3600)
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                raise OSError("client gone")
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+                 "query_string": b"", "root_path": "", "headers": [(b"content-type", b"application/json"),
+                                                                   (b"content-length", str(len(body)).encode())],
+                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "state": {}}
+        try:
+            await h.app(scope, receive, send)
+        except OSError:
+            pass
+
+    with TestClient(h.app) as c:
+        c.portal.call(call)
+        st = h.app.state.safesail
+        deadline = time.monotonic() + 20
+        while st.admission.active and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert st.admission.active == 0 and st.admission.waiting == 0
+        assert c.post("/v1/chat/completions", json=h.chat(max_tokens=2)).status_code == 200
