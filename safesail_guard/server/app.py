@@ -459,6 +459,7 @@ async def _complete(request: Request, st: ServerState, job: ChatJob, key_id: str
                        code="cancelled") from None
     finally:
         watcher.cancel()
+        job.cancel.cancel("request ended")  # a no-op for a finished job; stops the model thread if we were cancelled
     latency = (time.perf_counter() - t0) * 1000
     await _record(st, job, out, key_id, trace, latency)
     cid = new_completion_id()
