@@ -1,14 +1,16 @@
 """Guard overhead: guarded vs unguarded decoding (same loop, same run), per-token guard cost, scoring throughput.
 
-- **Decoding.** `GuardedModel.stream` with the guard's hooks and a policy (exact TopK firing, exact TopK
-  micro-batched over 8 tokens (``lag=8``), and the threshold rule) vs the identical loop with ``hooks=False``; greedy, fixed length (``ignore_eos``), KV cache,
+- **Decoding.** `GuardedModel.stream` with the guard's hooks and a policy (exact TopK decided every token,
+  exact TopK micro-batched in batches growing up to 8 and up to 16 tokens (``lag=8``, ``lag=16``: the
+  default), and the threshold rule) vs the identical loop with ``hooks=False``; greedy, fixed length
+  (``ignore_eos``), KV cache,
   batch 1. The sides run in rotating order prompt by prompt so drift in machine load hits all of them; the
   ratio is guarded / unguarded tokens per second.
   HF ``model.generate`` on the same prompts is reported for reference.
 - **Per-token cost.** The encoder alone (all guarded layers, one token) for each firing rule, timed in a loop.
 - **Scoring.** `Guard.scan_batch` prompts per second on the evaluation prompts at several batch sizes.
 
-    python benchmarks/bench_guard.py [--tokens 48] [--rounds 3]
+    python benchmarks/bench_guard.py [--tokens 48] [--rounds 3]    # docs/results/guard.md uses --rounds 5
 """
 
 from __future__ import annotations
@@ -56,16 +58,17 @@ def decoding(guard: Guard, n_tokens: int, rounds: int, policy: str) -> dict:
     thr = Guard(guard.model, guard.tokenizer, guard.db, model_fingerprint=guard.db.fingerprint, firing="threshold")
     gm_thr = GuardedModel(thr, policy)
     gm.generate(PROMPTS[0], max_new_tokens=4)  # warm-up
-    tot = {"guarded": [0.0, 0], "guarded_lag8": [0.0, 0], "guarded_threshold": [0.0, 0], "unguarded": [0.0, 0],
-           "hf_generate": [0.0, 0]}
-    sides = ["guarded", "unguarded", "guarded_lag8", "guarded_threshold"]
+    tot = {"guarded": [0.0, 0], "guarded_lag8": [0.0, 0], "guarded_lag16": [0.0, 0], "guarded_threshold": [0.0, 0],
+           "unguarded": [0.0, 0], "hf_generate": [0.0, 0]}
+    sides = ["guarded", "unguarded", "guarded_lag8", "guarded_threshold", "guarded_lag16"]
+    lags = {"guarded_lag8": 8, "guarded_lag16": 16}
     for r in range(rounds):
         for i, p in enumerate(PROMPTS):
             shift = (r * len(PROMPTS) + i) % len(sides)
             for side in sides[shift:] + sides[:shift]:  # rotate the order so load drift hits every side
                 model = gm_thr if side == "guarded_threshold" else gm
                 dt, n = _time_stream(model, p, n_tokens, hooks=side != "unguarded",
-                                     lag=8 if side == "guarded_lag8" else 0)
+                                     lag=lags.get(side, 0))
                 tot[side][0] += dt
                 tot[side][1] += n
             dt, n = _time_hf(guard, p, n_tokens)
@@ -76,6 +79,7 @@ def decoding(guard: Guard, n_tokens: int, rounds: int, policy: str) -> dict:
             "guarded_over_unguarded": round(tps["guarded"] / tps["unguarded"], 4),
             "threshold_guarded_over_unguarded": round(tps["guarded_threshold"] / tps["unguarded"], 4),
             "lag8_guarded_over_unguarded": round(tps["guarded_lag8"] / tps["unguarded"], 4),
+            "lag16_guarded_over_unguarded": round(tps["guarded_lag16"] / tps["unguarded"], 4),
             "per_token_ms": {k: round(v[0] / v[1] * 1e3, 3) for k, v in tot.items()},
             "guard_ms_per_token": round((tot["guarded"][0] / tot["guarded"][1] - tot["unguarded"][0] / tot["unguarded"][1]) * 1e3, 3),
             "tokens": {k: v[1] for k, v in tot.items()}, "rounds": rounds, "prompts": len(PROMPTS),

@@ -85,6 +85,8 @@ class SequenceTracker:
         self.stop_at_deepest = False  # raise StopForward after the deepest layer (scoring; skips the LM head)
         self.position_base = 0  # added to every call's positions (chunked scans)
         self.lag = 0  # >0: resolve exact-TopK firing every `lag` positions in one batch (see module docstring)
+        self.lag_start = 0  # >0: the first batch's size; later ones match everything batched so far, up to lag
+        self.batched = 0  # positions resolved in micro-batches so far (drives the lag_start growth)
         self._deferring = False
         self._deferred: dict[int, list[tuple[Tensor, Tensor]]] = {}  # layer -> [(x_c, pre)] of waiting positions
         self._deferred_ids: list[tuple[int, int]] = []  # (position, token_id) waiting for their firing decision
@@ -214,12 +216,15 @@ class SequenceTracker:
         new = range(max(self.seen, self._offset), end)
         if self._deferring:
             self._deferred_ids.extend((pos, int(self._ids[pos - self._offset])) for pos in new)
-            if len(self._deferred_ids) >= self.lag:
+            limit = min(self.lag, max(self.lag_start, self.batched)) if self.lag_start else self.lag
+            if len(self._deferred_ids) >= limit:
                 self.flush()
         else:
+            # one nonzero() per layer for all new positions instead of one per position and layer
+            hits = {ly: (first, batch_hits(self.encoders[ly], acts)) for ly, (first, acts) in self._pending.items()}
             for pos in new:
-                rows = {ly: acts[pos - first] for ly, (first, acts) in self._pending.items()}
-                self._emit(pos, int(self._ids[pos - self._offset]), rows)
+                self._emit(pos, int(self._ids[pos - self._offset]),
+                           [h.get(pos - first, ()) for first, h in hits.values()])
         self.seen = max(self.seen, end)
         self._pending.clear()
         if self.stop_at_deepest:
@@ -238,6 +243,7 @@ class SequenceTracker:
 
     def _flush_body(self) -> None:
         waiting, self._deferred_ids = self._deferred_ids, []
+        self.batched += len(waiting)
         with torch.no_grad():
             resolved = {}
             for layer, parts in self._deferred.items():
@@ -245,24 +251,18 @@ class SequenceTracker:
                 pre = torch.cat([p[1] for p in parts])
                 resolved[layer] = self.encoders[layer].resolve(x_c, pre)
         self._deferred = {}
+        hits = [batch_hits(self.encoders[ly], acts) for ly, acts in resolved.items()]
         for i, (pos, token_id) in enumerate(waiting):
-            self._emit(pos, token_id, {ly: acts[i] for ly, acts in resolved.items()})
+            self._emit(pos, token_id, [h.get(i, ()) for h in hits])
 
-    def _emit(self, pos: int, token_id: int, rows: dict[int, Tensor]) -> None:
+    def _emit(self, pos: int, token_id: int, layer_hits: Sequence[Sequence[FeatureHit]]) -> None:
         text, scope, content, role = self.token_meta(pos, token_id)
-        hits: list[FeatureHit] = []
-        for layer, row in rows.items():
-            hits.extend(row_hits(self.encoders[layer], row))
+        hits: list[FeatureHit] = [h for per_layer in layer_hits for h in per_layer]
         hits.sort(key=lambda h: -h.normalized)
         tok = TokenActivations(pos, token_id, text, scope, content, hits, role)  # type: ignore[arg-type]
         self.tokens.append(tok)
         if self.on_token is not None:
             self.on_token(tok)
-
-
-def row_hits(enc: LayerEncoder, row: Tensor) -> list[FeatureHit]:
-    """The firing features in one token's activation row ``[S]`` of ``enc``'s layer."""
-    return batch_hits(enc, row.unsqueeze(0)).get(0, [])
 
 
 def batch_hits(enc: LayerEncoder, acts: Tensor) -> dict[int, list[FeatureHit]]:

@@ -284,11 +284,11 @@ def test_policy_steering_changes_generation_from_the_start(guard):
     assert [t.token_id for t in steered.tokens] != [t.token_id for t in base.tokens]
 
 
-@pytest.mark.parametrize("lag", [1, 3, 8])
+@pytest.mark.parametrize("lag", [1, 3, 8, 16])
 def test_micro_batched_firing_gives_the_same_events(guard, lag):
     gm = GuardedModel(guard)
-    ref = gm.generate(PROMPT, max_new_tokens=10, ignore_eos=True, lag=0)
-    got = gm.generate(PROMPT, max_new_tokens=10, ignore_eos=True, lag=lag)
+    ref = gm.generate(PROMPT, max_new_tokens=30, ignore_eos=True, lag=0)
+    got = gm.generate(PROMPT, max_new_tokens=30, ignore_eos=True, lag=lag)
     assert [t.position for t in got.tokens] == [t.position for t in ref.tokens]
     assert [t.token_id for t in got.tokens] == [t.token_id for t in ref.tokens]
     assert [t.text for t in got.tokens] == [t.text for t in ref.tokens]
@@ -297,6 +297,26 @@ def test_micro_batched_firing_gives_the_same_events(guard, lag):
         for ha, hb in zip(a.hits, b.hits):
             assert ha.activation == pytest.approx(hb.activation, abs=1e-4)
     assert got.completion == ref.completion
+
+
+def test_micro_batches_grow_from_four_tokens_to_the_lag(guard, monkeypatch):
+    """Decoded tokens are resolved in batches of 4, 4, 8, 16, 16, ... (lag 16): the first text comes early and
+    long replies pay for few competition passes."""
+    from safesail_guard.runtime.encoder import LayerEncoder
+
+    sizes: list[int] = []
+    orig = LayerEncoder.resolve
+
+    def spy(self, x_c, pre):
+        if self.layer == guard.layers[0]:
+            sizes.append(int(x_c.shape[0]))
+        return orig(self, x_c, pre)
+
+    monkeypatch.setattr(LayerEncoder, "resolve", spy)
+    n_prompt = len(guard.encode_prompt(PROMPT)[0])
+    GuardedModel(guard).generate(PROMPT, max_new_tokens=50, ignore_eos=True, lag=16)
+    # the prompt, then the 50 decoded tokens (each is fed back before it is shown); the last 2 at the end
+    assert sizes == [n_prompt, 4, 4, 8, 16, 16, 2]
 
 
 def test_micro_batched_block_stops_at_the_same_token(guard):
