@@ -391,7 +391,7 @@ def _add_routes(app: FastAPI) -> None:
         deadline = time.monotonic() + st.config.limits.request_timeout_s
         assert st.admission is not None
         async with st.admission.slot(deadline):
-            results = await asyncio.wait_for(st.backend.score([g.prompt for g in good], None),
+            results = await asyncio.wait_for(st.backend.score([g.prompt for g in good]),
                                              timeout=max(0.1, deadline - time.monotonic()))
         it = iter(results)
         out = []

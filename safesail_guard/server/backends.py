@@ -160,10 +160,10 @@ def _last_user(messages: list[dict[str, str]]) -> str:
     return ""
 
 
-class LocalBackend:
-    """Generation by the guarded model itself (live hooks, blocking at the token, steering)."""
+class _GuardBackend:
+    """What both backends share: the local guarded model (scorer, and generator in local mode) on its thread."""
 
-    mode = "local"
+    mode = ""
 
     def __init__(self, guarded: GuardedModel, worker: ModelWorker, *, model_id: str) -> None:
         self.guarded = guarded
@@ -171,14 +171,27 @@ class LocalBackend:
         self.worker = worker
         self.model_id = model_id
         self.policy_name = guarded.policy.name if guarded.policy is not None else "none"
-        self.cancelled = 0  # generations stopped early (client gone or deadline)
 
-    # ------------------------------------------------------------------------------------------ helpers
     def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
         """Prompt tokens after the chat template (model thread only)."""
         enc, _ = self.guard.encode_prompt(messages)
         return len(enc)
 
+    async def score(self, prompts: list[Any]) -> list[Any]:
+        """Scan prompts in batches on the model thread, under the server's policy."""
+        return await self.worker.run(self.guard.scan_batch, prompts, policy=self.guarded.policy)
+
+
+class LocalBackend(_GuardBackend):
+    """Generation by the guarded model itself (live hooks, blocking at the token, steering)."""
+
+    mode = "local"
+
+    def __init__(self, guarded: GuardedModel, worker: ModelWorker, *, model_id: str) -> None:
+        super().__init__(guarded, worker, model_id=model_id)
+        self.cancelled = 0  # generations stopped early (client gone or deadline)
+
+    # ------------------------------------------------------------------------------------------ helpers
     def steer_ops(self, steer: list[Any]) -> list[ActiveSteer]:
         """Resolve requested steering to the database's features (400 for unknown ids)."""
         ops = []
@@ -212,7 +225,6 @@ class LocalBackend:
                         pieces.append(out)
                         emit(("delta", out))
                     if stop.hit:
-                        events.close()
                         break
                 else:
                     gen = ev.generation
@@ -282,7 +294,7 @@ class LocalBackend:
             except BaseException as e:  # noqa: BLE001 - handed to the event loop, re-raised there
                 emit(("error", e))
 
-        fut = loop.run_in_executor(self.worker._pool, work)
+        fut = asyncio.ensure_future(self.worker.run(work))
         try:
             while True:
                 kind, value = await queue.get()
@@ -293,11 +305,8 @@ class LocalBackend:
                     break
         finally:
             job.cancel.cancel("client gone")  # a no-op when finished; stops the model thread otherwise
-            await asyncio.shield(fut) if not fut.done() else None
-
-    async def score(self, prompts: list[Any], policy: Any) -> list[Any]:
-        """Scan prompts in batches on the model thread."""
-        return await self.worker.run(self.guard.scan_batch, prompts, policy=self.guarded.policy)
+            if not fut.done():
+                await asyncio.shield(fut)
 
 
 def check_prompt_tokens(n: int, limit: int) -> None:
@@ -310,7 +319,7 @@ def check_prompt_tokens(n: int, limit: int) -> None:
 # ------------------------------------------------------------------------------------------------ upstream
 
 
-class UpstreamBackend:
+class UpstreamBackend(_GuardBackend):
     """Forward to another OpenAI-compatible server; guard prompt and response with the local scoring model."""
 
     mode = "upstream"
@@ -319,15 +328,11 @@ class UpstreamBackend:
                  upstream_model: str | None, timeout_s: float, model_id: str) -> None:
         import httpx
 
-        self.guarded = guarded
-        self.guard = guarded.guard
-        self.worker = worker
+        super().__init__(guarded, worker, model_id=model_id)
         self.base_url = base_url.rstrip("/")
         self.api_key_env = api_key_env
         self.upstream_model = upstream_model
         self.timeout_s = timeout_s
-        self.model_id = model_id
-        self.policy_name = guarded.policy.name if guarded.policy is not None else "none"
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)))
 
     async def aclose(self) -> None:
@@ -359,7 +364,7 @@ class UpstreamBackend:
         if job.steer:
             raise bad_request("safesail.steer: steering needs the model's hooks; this server runs in upstream mode",
                               param="safesail.steer")
-        n = await self.worker.run(lambda: len(self.guard.encode_prompt(job.messages)[0]))
+        n = await self.worker.run(self.count_prompt_tokens, job.messages)
         check_prompt_tokens(n, max_prompt_tokens)
         return n
 
@@ -509,10 +514,6 @@ class UpstreamBackend:
                               int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
                               pv, final, guard_seconds=guard_s, model=model,
                               tokens=_shown_tokens(final) if job.want_tokens else None)
-
-    async def score(self, prompts: list[Any], policy: Any) -> list[Any]:
-        """Scan prompts in batches on the model thread."""
-        return await self.worker.run(self.guard.scan_batch, prompts, policy=self.guarded.policy)
 
 
 def _shown_tokens(verdict: Verdict) -> list[TokenActivations]:
