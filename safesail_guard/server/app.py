@@ -253,19 +253,25 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _audit(st: ServerState, job_or_id: Any, verdict: Verdict, *, key_id: str | None, endpoint: str,
-                 model: str, latency_ms: float | None = None, extra: dict[str, Any] | None = None) -> None:
-    """Commit one verdict to the audit log (on a thread; returns once it is durable)."""
+async def _record_verdict(st: ServerState, job: ChatJob, verdict: Verdict, *, key_id: str | None, trace: Any,
+                          model: str, latency_ms: float | None = None, extra: dict[str, Any] | None = None) -> None:
+    """Trace one verdict (a span event) and commit it to the audit log (on a thread; returns once durable)."""
     from safesail_guard.audit import AuditRecord
 
-    rid = job_or_id if isinstance(job_or_id, str) else job_or_id.request_id
-    rec = AuditRecord(request_id=rid, stage=verdict.stage, action=verdict.action,
+    trace.decision(TRACE_STAGE[verdict.stage], verdict.decision.to_dict() if verdict.decision is not None else None,
+                   score=verdict.score, concepts=verdict.concepts, key_id=key_id)
+    rec = AuditRecord(request_id=job.request_id, stage=verdict.stage, action=verdict.action,
                       policy=st.backend.policy_name, rules=verdict.rules, features=verdict.top_features(),
                       concepts=verdict.concepts, score=verdict.score, key_id=key_id, model=model,
-                      mode=st.config.mode, endpoint=endpoint, text=verdict.text, latency_ms=latency_ms,
-                      extra=extra or {})
+                      mode=st.config.mode, endpoint="/v1/chat/completions", text=verdict.text,
+                      latency_ms=latency_ms, extra=extra or {})
     await asyncio.to_thread(st.audit.append, rec)
     st.decisions += 1
+
+
+def _local_stage(be: Any, trace: Any, name: str) -> Any:
+    """A telemetry stage span in local mode; upstream mode traces its own stages (`backends._stage`)."""
+    return trace.stage(name) if be.mode == "local" else contextlib.nullcontext()
 
 
 def _model_ok(st: ServerState, model: str) -> None:
@@ -445,10 +451,10 @@ async def _complete(request: Request, st: ServerState, job: ChatJob, key_id: str
     be = st.backend
     watcher = asyncio.create_task(_watch_disconnect(request, job.cancel))
     try:
-        with (trace.stage("safesail.prompt_scoring") if be.mode == "local" else contextlib.nullcontext()):
+        with _local_stage(be, trace, "safesail.prompt_scoring"):
             await be.prepare(job, st.config.limits.max_prompt_tokens)
         remaining = max(0.1, job.cancel.deadline - time.monotonic())
-        with (trace.stage("safesail.generation") if be.mode == "local" else contextlib.nullcontext()):
+        with _local_stage(be, trace, "safesail.generation"):
             out: Outcome = await asyncio.wait_for(be.complete(job), timeout=remaining)
     except (TimeoutError, asyncio.TimeoutError):
         job.cancel.cancel("timeout")
@@ -493,13 +499,10 @@ async def _record(st: ServerState, job: ChatJob, out: Outcome, key_id: str | Non
     model = out.model or job.client_model
     trace.usage(out.prompt_tokens, out.completion_tokens)
     trace.guard_overhead(out.guard_seconds, out.prompt_tokens + out.completion_tokens)
-    stages = [out.final] if prompt_done else [out.prompt, out.final]
-    for v in stages:
-        trace.decision(TRACE_STAGE[v.stage], v.decision.to_dict() if v.decision is not None else None, score=v.score,
-                       concepts=v.concepts, key_id=key_id)
-        await _audit(st, job, v, key_id=key_id, endpoint="/v1/chat/completions", model=model,
-                     latency_ms=latency_ms if v.stage == "final" else None,
-                     extra={"finish_reason": out.finish_reason, "stream": job.stream} if v.stage == "final" else {})
+    if not prompt_done:
+        await _record_verdict(st, job, out.prompt, key_id=key_id, trace=trace, model=model)
+    await _record_verdict(st, job, out.final, key_id=key_id, trace=trace, model=model, latency_ms=latency_ms,
+                          extra={"finish_reason": out.finish_reason, "stream": job.stream})
 
 
 # --------------------------------------------------------------------------------------- chat: stream
@@ -511,8 +514,8 @@ async def _start_stream(request: Request, st: ServerState, job: ChatJob, key_id:
     t0 = time.perf_counter()
     be = st.backend
     try:
-        # local mode: token count, then the prefill's verdict; upstream mode traces its own stages
-        with (trace.stage("safesail.prompt_scoring") if be.mode == "local" else contextlib.nullcontext()):
+        # local mode: token count, then the prefill's verdict
+        with _local_stage(be, trace, "safesail.prompt_scoring"):
             await be.prepare(job, st.config.limits.max_prompt_tokens)
             items = be.stream(job)
             stack.push_async_callback(items.aclose)
@@ -524,10 +527,7 @@ async def _start_stream(request: Request, st: ServerState, job: ChatJob, key_id:
         raise APIError(504, f"generation stopped: {e}", code="cancelled") from None
     kind, value = first
     prompt_verdict: Verdict = value if kind == "prompt" else value.prompt
-    trace.decision("prompt_scoring", prompt_verdict.decision.to_dict() if prompt_verdict.decision is not None else None,
-                   score=prompt_verdict.score, concepts=prompt_verdict.concepts, key_id=key_id)
-    await _audit(st, job, prompt_verdict, key_id=key_id, endpoint="/v1/chat/completions",
-                 model=job.client_model)
+    await _record_verdict(st, job, prompt_verdict, key_id=key_id, trace=trace, model=job.client_model)
     headers = {**SSE_HEADERS, **verdict_headers(job.request_id, prompt_verdict)}
     include_usage = bool(job.body.get("stream_options", {}).get("include_usage")) if isinstance(
         job.body.get("stream_options"), dict) else False
@@ -540,8 +540,7 @@ async def _start_stream(request: Request, st: ServerState, job: ChatJob, key_id:
             async with stack:
                 yield sse(chunk_body(cid=cid, model=model, created=created, delta={"role": "assistant", "content": ""}))
                 pending = [first] if kind == "done" else []
-                if be.mode == "local":
-                    stack.enter_context(trace.stage("safesail.generation"))
+                stack.enter_context(_local_stage(be, trace, "safesail.generation"))
                 source = _chain(pending, items)
                 async for k, v in source:
                     if k == "delta":
