@@ -23,6 +23,7 @@ shows a token a policy would block.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -70,6 +71,24 @@ class TrackerStats:
     guard_seconds: float = 0.0  # wall time inside the guard's hooks, firing, events and policy callbacks
 
 
+def _timed(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the wall time of a tracker method to ``stats.guard_seconds`` (nested calls are counted once)."""
+
+    @functools.wraps(method)
+    def wrapper(self: SequenceTracker, *args: Any) -> Any:
+        outer = self._busy_since is None
+        if outer:
+            self._busy_since = time.perf_counter()
+        try:
+            return method(self, *args)
+        finally:
+            if outer:
+                self.stats.guard_seconds += time.perf_counter() - self._busy_since
+                self._busy_since = None
+
+    return wrapper
+
+
 class SequenceTracker:
     """Per-token feature events for one sequence; see the module docstring."""
 
@@ -95,18 +114,8 @@ class SequenceTracker:
         self._pending: dict[int, tuple[int, Tensor]] = {}  # layer -> (first new position, acts [T_new, S])
         self._steering: dict[int, LayerSteering] = {}
         self._deepest = max(encoders)
-        self._busy_depth = 0
-        self._busy_since = 0.0
+        self._busy_since: float | None = None  # start of the outermost timed call in progress (see `_timed`)
 
-    def _enter(self) -> None:
-        if self._busy_depth == 0:
-            self._busy_since = time.perf_counter()
-        self._busy_depth += 1
-
-    def _leave(self) -> None:
-        self._busy_depth -= 1
-        if self._busy_depth == 0:
-            self.stats.guard_seconds += time.perf_counter() - self._busy_since
 
     # ----------------------------------------------------------------- steering
     def set_steering(self, ops: Sequence[Any]) -> None:
@@ -143,14 +152,8 @@ class SequenceTracker:
         finally:
             pre.remove()
 
+    @_timed
     def _pre_forward(self, _mod: nn.Module, args: tuple, kwargs: dict) -> None:
-        self._enter()
-        try:
-            self._pre_forward_body(args, kwargs)
-        finally:
-            self._leave()
-
-    def _pre_forward_body(self, args: tuple, kwargs: dict) -> None:
         ids = kwargs.get("input_ids", args[0] if args else None)
         if ids is None:
             raise ValueError("the guard needs input_ids (inputs_embeds alone cannot be mapped to tokens)")
@@ -171,14 +174,8 @@ class SequenceTracker:
             self.flush()
         self.stats.forward_calls += 1
 
+    @_timed
     def _on_layer(self, point: HookPoint, act: Tensor) -> Tensor | None:
-        self._enter()
-        try:
-            return self._on_layer_body(point, act)
-        finally:
-            self._leave()
-
-    def _on_layer_body(self, point: HookPoint, act: Tensor) -> Tensor | None:
         layer = point.layer
         self.stats.hook_calls[layer] = self.stats.hook_calls.get(layer, 0) + 1
         enc = self.encoders[layer]
@@ -233,15 +230,11 @@ class SequenceTracker:
 
     def flush(self) -> None:
         """Resolve and emit every deferred position (a no-op when nothing waits)."""
-        if not self._deferred_ids:
-            return
-        self._enter()
-        try:
-            self._flush_body()
-        finally:
-            self._leave()
+        if self._deferred_ids:
+            self._flush_deferred()
 
-    def _flush_body(self) -> None:
+    @_timed
+    def _flush_deferred(self) -> None:
         waiting, self._deferred_ids = self._deferred_ids, []
         self.batched += len(waiting)
         with torch.no_grad():

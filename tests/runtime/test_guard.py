@@ -329,3 +329,15 @@ def test_micro_batched_block_stops_at_the_same_token(guard):
 def test_negative_lag_is_refused(guard):
     with pytest.raises(GuardError, match="lag"):
         GuardedModel(guard).generate(PROMPT, max_new_tokens=2, lag=-1)
+
+
+def test_guard_time_is_measured_once_per_nested_call(guard):
+    import time
+
+    gm = GuardedModel(guard)
+    t = time.perf_counter()
+    unguarded = gm.generate(PROMPT, max_new_tokens=12, ignore_eos=True, hooks=False)
+    gen = gm.generate(PROMPT, max_new_tokens=12, ignore_eos=True)
+    wall = time.perf_counter() - t
+    assert unguarded.guard_seconds == 0.0
+    assert 0.0 < gen.guard_seconds < wall  # nested hooks (flush inside a layer hook) are not counted twice
