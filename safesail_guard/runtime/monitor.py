@@ -106,29 +106,24 @@ class ResponseMonitor:
     # ------------------------------------------------------------------------------------------ internals
     def _advance(self, final: bool) -> MonitorStep:
         pending = self._text[self._fed_chars:]
-        if not final:
-            cut = _word_start(pending)
-            if cut > 0:
-                pending = pending[:cut]  # complete words only; the last one may still grow
+        cut = 0 if final else _word_start(pending)
+        if cut:
+            pending = pending[:cut]  # complete words only; the last one may still grow
         if pending:
             ids, starts = self._tokenize(pending)
-            if not final and len(pending) == len(self._text) - self._fed_chars:  # no word boundary found
-                if len(pending) > MAX_HOLD_CHARS and len(ids) > 1:
-                    ids, starts = ids[:-1], starts[:-1]  # the last token may still change
-                else:
-                    ids, starts = [], []
+            if not final and not cut:  # no word boundary: hold it all back, or all but the last token when long
+                ids = ids[:-1] if len(pending) > MAX_HOLD_CHARS else []
             if ids:
                 self._starts.extend(self._fed_chars + s for s in starts[:len(ids)])
                 self._fed_chars += starts[len(ids)]
                 self._forward(ids)
-        run = self.session.run
         limit = self._fed_chars
+        run = self.session.run
         if run is not None and run.blocked is not None:
             self._blocked = True
-            pos = run.blocked.span[1]
-            index = pos - self.prompt_tokens
-            limit = self._starts[index] if 0 <= index < len(self._starts) else self._released_chars
-            limit = max(limit, self._released_chars) if index >= 0 else self._released_chars
+            index = run.blocked.span[1] - self.prompt_tokens
+            # release up to the blocking token's first character (nothing more for a block in the prompt)
+            limit = max(self._starts[index] if 0 <= index < len(self._starts) else 0, self._released_chars)
         text = self._text[self._released_chars:limit]
         self._released_chars = max(self._released_chars, limit)
         return MonitorStep(text, self._blocked)

@@ -183,3 +183,17 @@ def test_tokens_option_in_upstream_mode_returns_the_scanned_tokens(harness_facto
     toks = body["safesail"]["tokens"]
     assert body["choices"][0]["finish_reason"] == "content_filter"
     assert max(t["position"] for t in toks) == pos  # nothing after the blocking token is revealed
+
+
+def test_monitor_releases_long_text_without_spaces_before_the_end(server_guard):
+    """Text with no word boundary is held back up to MAX_HOLD_CHARS, then released all but its last token."""
+    from safesail_guard.runtime.monitor import MAX_HOLD_CHARS, ResponseMonitor
+
+    text = "flourwatersaltyeast" * 8  # 152 characters, no whitespace
+    with ResponseMonitor(server_guard, PROMPT) as mon:
+        head = text[:MAX_HOLD_CHARS]
+        early = "".join(mon.feed(head[i:i + 10]).text for i in range(0, len(head), 10))
+        assert early == ""  # not longer than MAX_HOLD_CHARS yet: everything is held
+        more = "".join(mon.feed(text[i:i + 10]).text for i in range(MAX_HOLD_CHARS, len(text), 10))
+        assert more and text.startswith(more) and len(more) < len(text)
+        assert more + mon.finish().text == text
