@@ -67,19 +67,15 @@ def serve(
 def check_policy(cfg: object) -> None:
     """Compile the policy against the database's features before serving, so a typo, an unknown feature or
     steering in upstream mode fails at startup and not on the first request (no model needed)."""
-    from safesail_guard.policy import compile_policy, load_policy
     from safesail_guard.runtime.events import FeatureCatalog
+    from safesail_guard.runtime.guard import compile_policy_source
     from safesail_guard.runtime.scoring import RiskHead
     from safesail_guard.server.app import check_no_steering
     from safesail_neuron_db import NeuronDB, default_database_path
-    from safesail_policies import policy_path
 
-    source: object = cfg.policy  # type: ignore[attr-defined]
-    if isinstance(source, str) and not Path(source).suffix:
-        source = policy_path(source)
     with NeuronDB.open(cfg.db or default_database_path()) as db:  # type: ignore[attr-defined]
         catalog = FeatureCatalog.from_db(db)
-        compiled = compile_policy(load_policy(source), catalog, RiskHead.from_db(db, catalog))
+        compiled = compile_policy_source(cfg.policy, catalog, RiskHead.from_db(db, catalog))  # type: ignore[attr-defined]
     if cfg.mode == "upstream":  # type: ignore[attr-defined]
         check_no_steering(compiled)
 

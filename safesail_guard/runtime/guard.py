@@ -193,16 +193,11 @@ class Guard:
         """A compiled policy from a compiled one, a shipped name ("default"), a file path or YAML text."""
         if policy is None:
             return None
-        from safesail_guard.policy import CompiledPolicy, compile_policy, load_policy
+        from safesail_guard.policy import CompiledPolicy
 
         if isinstance(policy, CompiledPolicy):
             return policy
-        from safesail_policies import policy_path
-
-        source: Any = policy
-        if isinstance(policy, (str, Path)) and "\n" not in str(policy):
-            source = policy_path(str(policy))
-        return compile_policy(load_policy(source), self.catalog, self.risk_head)
+        return compile_policy_source(policy, self.catalog, self.risk_head)
 
     # --------------------------------------------------------------- encoding
     def encode_prompt(self, prompt: Prompt, response: str | None = None) -> tuple[EncodedText, int]:
@@ -374,6 +369,18 @@ class Guard:
 
 WATCHED_ROLES = ("user", "assistant", "tool", "text")
 """Roles whose tokens policies and scores count; system/developer messages are trusted operator text."""
+
+
+def compile_policy_source(policy: str | Path, catalog: FeatureCatalog, risk_head: RiskHead | None) -> CompiledPolicy:
+    """Load a shipped policy name ("default"), a YAML file or YAML text and compile it against ``catalog``
+    (an unknown name fails with the list of shipped policies)."""
+    from safesail_guard.policy import compile_policy, load_policy
+    from safesail_policies import policy_path
+
+    source: Any = policy
+    if isinstance(policy, (str, Path)) and "\n" not in str(policy):
+        source = policy_path(str(policy))
+    return compile_policy(load_policy(source), catalog, risk_head)
 
 
 def watched_mask(enc: EncodedText) -> list[bool]:
