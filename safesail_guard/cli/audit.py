@@ -9,7 +9,6 @@ offset). Bad input (missing log, bad duration, unknown action) prints one red li
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from collections.abc import Iterator
@@ -43,29 +42,25 @@ UntilOption = Annotated[str | None, typer.Option("--until", help="Only records b
 StageOption = Annotated[str | None, typer.Option("--stage", help="Only this stage: prompt, response or final "
                                                                  "(final = the verdict released to the client).")]
 
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhdw])\s*$", re.IGNORECASE)
 _ACTION_STYLES = {"allow": "green", "log": "cyan", "steer": "magenta", "flag": "yellow", "block": "bold red"}
-
-
-def parse_duration(text: str) -> float | None:
-    """Seconds in ``30m``/``1h``/``2d``/``1w``/``45s``, or None when ``text`` is not a duration."""
-    m = _DURATION.match(text)
-    return float(m.group(1)) * _UNITS[m.group(2).lower()] if m else None
 
 
 def parse_time(text: str, option: str, now: float | None = None) -> float:
     """``--since``-style text (duration ago or ISO date/time) -> seconds since the epoch; bad text -> `fail`."""
+    from safesail_guard.audit.timespec import parse_duration, parse_iso
+
     now = time.time() if now is None else now
     seconds = parse_duration(text)
     if seconds is not None:
         return now - seconds
     try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError:
+        when = parse_iso(text)
+    except ValueError as e:
+        _fail(f"{option}: {e}")
+    if when is None:
         _fail(f"{option}: cannot read {text!r}; use a duration ago (45s, 30m, 1h, 2d, 1w) or an ISO date/time "
               "(2025-01-31, 2025-01-31T14:00, 2025-01-31T14:00+00:00)")
-    return (when if when.tzinfo is not None else when.astimezone()).timestamp()
+    return when
 
 
 def _fmt_time(t: float | None) -> str:

@@ -27,15 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 import time
-from datetime import datetime
 from importlib import resources
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
+from safesail_guard.audit.timespec import parse_duration, parse_iso
 from safesail_guard.server.app import ServerState, _authorize, _ready_state
 from safesail_guard.server.errors import APIError, bad_request
 
@@ -71,8 +70,6 @@ STATIC_HEADERS = {
     "Cache-Control": "no-cache",
 }
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhdw])\s*$", re.IGNORECASE)
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
 def install_ui(app: FastAPI) -> None:
@@ -260,9 +257,9 @@ class _Params:
         raw = self.text(name, max_chars=64)
         if raw is None:
             return None
-        m = _DURATION.match(raw)
-        if m:
-            return now - float(m.group(1)) * _UNITS[m.group(2).lower()]
+        seconds = parse_duration(raw)
+        if seconds is not None:
+            return now - seconds
         try:
             value = float(raw)
         except ValueError:
@@ -272,14 +269,13 @@ class _Params:
                 return value
             raise bad_request(f"{name}: {raw!r} is not a time in seconds since the epoch", param=name)
         try:
-            when = datetime.fromisoformat(raw)
-        except ValueError:
+            when = parse_iso(raw)
+        except ValueError as e:
+            raise bad_request(f"{name}: {e}", param=name) from None
+        if when is None:
             raise bad_request(f"{name}: cannot read {raw!r}; use seconds since the epoch, a duration ago (45s, "
-                              "30m, 1h, 2d, 1w) or an ISO date/time (2025-01-31T14:00)", param=name) from None
-        try:
-            return (when if when.tzinfo is not None else when.astimezone()).timestamp()
-        except (OverflowError, OSError, ValueError):
-            raise bad_request(f"{name}: {raw!r} is out of range", param=name) from None
+                              "30m, 1h, 2d, 1w) or an ISO date/time (2025-01-31T14:00)", param=name)
+        return when
 
 
 # ---------------------------------------------------------------------------------------------- features

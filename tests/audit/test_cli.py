@@ -152,6 +152,7 @@ def test_default_db_follows_the_environment(db: Path, monkeypatch: pytest.Monkey
     (["purge", "--older-than", "soon", "--yes"], "--older-than: cannot read 'soon'"),
     (["list", "--action", "deny"], "unknown action 'deny'; valid: allow, log, steer, flag, block"),
     (["list", "--stage", "output"], "unknown stage 'output'"),
+    (["list", "--since", "0001-01-01"], "--since: '0001-01-01' is out of range"),
 ])
 def test_bad_options_exit_2(db: Path, args: list[str], message: str) -> None:
     res = run(*args, "--db", str(db))
