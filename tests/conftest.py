@@ -48,3 +48,22 @@ def embedded():
     from safesail_guard.models import load_model
 
     return load_model("embedded")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tiny_model_dirs):
+    """The tiny random Llama, loaded once for every test that needs a guard on it."""
+    from safesail_guard.models import load_model
+
+    return load_model(str(tiny_model_dirs["llama"]))
+
+
+@pytest.fixture(scope="session")
+def llama_guard(tiny_llama, tmp_path_factory):
+    """A `Guard` on the tiny Llama with a real random-SAE database (12 features at layers 0 and 2); its
+    database directory is ``llama_guard.db.path``. Shared read-only by runtime, CLI, server and UI tests."""
+    from safesail_guard.runtime.guard import Guard
+    from tests.runtime.guard_factory import make_guard_db
+
+    path, _ = make_guard_db(tmp_path_factory.mktemp("llama_guard") / "db", tiny_llama)
+    return Guard.from_db(path, tiny_llama)

@@ -8,7 +8,6 @@ import pytest
 from typer.testing import CliRunner
 
 from safesail_guard.cli import app
-from tests.runtime.guard_factory import make_guard_db
 
 POLICY = """\
 version: 1
@@ -25,12 +24,9 @@ rules:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, tiny_model_dirs):
-    from safesail_guard.models import load_model
-
+def setup(tmp_path_factory, tiny_model_dirs, llama_guard):
     root = tmp_path_factory.mktemp("cli")
-    loaded = load_model(str(tiny_model_dirs["llama"]))
-    db, _ = make_guard_db(root / "db", loaded)
+    db = llama_guard.db.path
     pol = root / "tiny.yaml"
     pol.write_text(POLICY)
     return {"db": db, "model": str(tiny_model_dirs["llama"]), "policy": pol, "root": root}

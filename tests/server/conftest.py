@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from tests.runtime.guard_factory import make_guard_db
 
 PROMPT = "Explain how vaccines work, and bake bread with flour and yeast."
 
@@ -40,18 +39,9 @@ rules:
 
 
 @pytest.fixture(scope="session")
-def tiny_llama(tiny_model_dirs):
-    from safesail_guard.models import load_model
-
-    return load_model(str(tiny_model_dirs["llama"]))
-
-
-@pytest.fixture(scope="session")
-def server_guard(tiny_llama, tmp_path_factory):
-    from safesail_guard.runtime.guard import Guard
-
-    path, _ = make_guard_db(tmp_path_factory.mktemp("server_db") / "db", tiny_llama)
-    return Guard.from_db(path, tiny_llama)
+def server_guard(llama_guard):
+    """The guard the proxy tests serve (the shared tiny-Llama guard)."""
+    return llama_guard
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.server.conftest import openai_error as _err
-from tests.server.conftest import PROMPT, harness_factory, server_guard, tiny_llama  # noqa: F401 - fixtures
+from tests.server.conftest import PROMPT, harness_factory, server_guard  # noqa: F401 - fixtures
 
 STATIC = resources.files("safesail_guard.ui").joinpath("static")
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.server.conftest import (  # noqa: F401 - fixtures
-    ALLOW_POLICY, PROMPT, Harness, block_policy, prompt_feature, server_guard, tiny_llama,
+    ALLOW_POLICY, PROMPT, Harness, block_policy, prompt_feature, server_guard,
 )
 from tests.server.live import LiveServer
 
