@@ -12,12 +12,18 @@ may return a tensor to replace the site's output (steering, SAE splicing). `stop
 right after the last hooked module (`StopForward`), so harvesting skips the layers and the LM head it does
 not need.
 
+A *scan* (the guard following one sequence, or one batch of scoring) must own the model's hooks alone: two scans
+hooked into one model at once would each see the other's forward calls. `exclusive_scan` claims a model for one
+scan; a second claim while the first is held raises `OverlappingScanError` instead of silently sharing.
+
 Used by the harvester and metrics (`safesail_training`) and, later, by the runtime guard.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +40,10 @@ HookFn = Callable[["HookPoint", torch.Tensor], torch.Tensor | None]
 
 class HookError(ValueError):
     """An invalid hook point, site, layer or architecture; the message lists what is valid."""
+
+
+class OverlappingScanError(HookError):
+    """A scan tried to hook a model that another scan is hooked into (each would see the other's tokens)."""
 
 
 class StopForward(Exception):
@@ -157,6 +167,32 @@ def _replace_output(output: Any, new: torch.Tensor) -> Any:
     return new
 
 
+_CLAIMS: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
+_CLAIMS_LOCK = threading.Lock()
+
+
+@contextmanager
+def exclusive_scan(model: nn.Module, owner: str) -> Iterator[None]:
+    """Claim ``model`` for one scan (``owner`` names it in errors) for the duration of the block.
+
+    Raises `OverlappingScanError` when another scan (or the same one, re-entered) already holds the model: an
+    overlapping scan on a shared model is an error, never a silent share of its hooks.
+    """
+    with _CLAIMS_LOCK:
+        holder = _CLAIMS.get(model)
+        if holder is not None:
+            raise OverlappingScanError(
+                f"overlapping scan on a shared model: {owner} cannot hook {type(model).__name__} (id {id(model):#x}) "
+                f"while {holder} is hooked into it; both would see each other's forward calls. Run one scan at a "
+                "time per model (attach per forward call, or finish the first scan before starting the next)")
+        _CLAIMS[model] = owner
+    try:
+        yield
+    finally:
+        with _CLAIMS_LOCK:
+            _CLAIMS.pop(model, None)
+
+
 @contextmanager
 def attach_hooks(
     model: nn.Module,
@@ -241,6 +277,6 @@ def collect_padded(
         attn[row, :n] = 1
         keep[row, :n] = torch.tensor(list(mask), dtype=torch.bool)
     device = next(model.parameters()).device
-    with capture(model, points, stop_after=True) as store:
+    with exclusive_scan(model, "a padded batch pass"), capture(model, points, stop_after=True) as store:
         run_until_hooks(model, input_ids=ids.to(device), attention_mask=attn.to(device), use_cache=False)
     return {HookPoint.parse(p): store[HookPoint.parse(p)][0][keep.to(device)].float().cpu() for p in points}

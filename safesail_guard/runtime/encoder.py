@@ -4,9 +4,10 @@ An SAE feature *fires* under the SAE's own rule when its pre-activation is among
 dictionary at that token (TopK). The database ships only the rows of the selected safety features, so the guard
 cannot rank the full dictionary unless it also has the competition (all encoder rows). Two firing rules:
 
-- ``"topk"``      exact: the k-th largest pre-activation over the full dictionary is computed per token from
-  the competition weights and a feature fires when its pre-activation reaches it (and is > 0). The selected
-  rows are computed in fp32; the competition may be stored in a lower precision (see `Competition`).
+- ``"topk"``      exact: a feature fires when, among the pre-activations of the full dictionary computed per
+  token from the competition weights, its own reaches the k-th largest (and is > 0). Rank and k-th value come
+  from the same matmul, so rounding cannot drop the k-th feature; the reported activation is the selected
+  row's fp32 pre-activation. The competition may be stored in a lower precision (see `Competition`).
 - ``"threshold"`` a per-feature threshold calibrated on held-out text stands in for the competition
   (``pre > threshold``): no extra weights, but it disagrees with TopK near the margin.
 
@@ -37,10 +38,26 @@ class Competition:
     b_enc: Tensor  # [n_latents] fp32
     k: int
 
+    def pre_all(self, x_c: Tensor) -> Tensor:
+        """Pre-activations of every latent for the centred input ``x_c [N, d]`` -> ``[N, n_latents]`` (fp32)."""
+        return torch.nn.functional.linear(x_c.to(self.W_enc.dtype), self.W_enc).float() + self.b_enc
+
     def kth(self, x_c: Tensor) -> Tensor:
         """k-th largest pre-activation per row of the centred input ``x_c [N, d]`` -> ``[N]`` (fp32)."""
-        pre = torch.nn.functional.linear(x_c.to(self.W_enc.dtype), self.W_enc).float() + self.b_enc
+        pre = self.pre_all(x_c)
         return pre.kthvalue(pre.shape[-1] - self.k + 1, dim=-1).values
+
+    def in_topk(self, x_c: Tensor, latents: Tensor) -> Tensor:
+        """Whether each of ``latents [S]`` is among the k largest pre-activations of each row of ``x_c [N, d]``
+        -> ``[N, S]`` bool.
+
+        The latents' own values come from the same matmul as the k-th value, so the comparison is exact: a latent
+        that *is* the k-th is never lost to rounding between two differently-summed matmuls (the selected rows'
+        fp32 pre-activations can differ from the competition's by an ulp)."""
+        pre = self.pre_all(x_c)
+        kth = pre.kthvalue(pre.shape[-1] - self.k + 1, dim=-1).values
+        own = pre[:, latents]
+        return (own >= kth.unsqueeze(-1)) & (own > 0)
 
 
 @dataclass
@@ -87,8 +104,8 @@ class LayerEncoder:
         """Apply the firing rule: the activations ``[N, S]`` (pre-activation where the feature fires, else 0)."""
         if self.firing == "topk":
             assert self.competition is not None
-            kth = self.competition.kth(x_c)
-            fires = (pre >= kth.unsqueeze(-1)) & (pre > 0)
+            # rank with the competition's own values; report the selected rows' fp32 pre-activations
+            fires = self.competition.in_topk(x_c, self.latents) & (pre > 0)
         else:
             fires = pre > self.threshold
         return torch.where(fires, pre, torch.zeros((), dtype=pre.dtype))

@@ -12,18 +12,25 @@ still change its tokens ("flou" + "r" tokenizes differently from "flour"). Token
 whitespace first (byte-level BPE as in Llama 3, Qwen2 and SmolLM2, and SentencePiece) then give exactly the
 tokens of the whole reply (tested). Text with no whitespace for `MAX_HOLD_CHARS` (e.g. Chinese) falls back
 to holding back only the last token, where a split can differ slightly from tokenizing the whole reply.
+
+The scoring model is shared: the server keeps one monitor per streaming request, and with ``max_concurrent`` above
+1 the model thread runs forward calls of several monitors (and prompt scans) in between each other's. So a
+monitor's hooks are attached only around each forward call it makes, and attaching is exclusive per model
+(`hooks.exclusive_scan`): no other request's call ever reaches this monitor's tracker. A forward call that fails
+(e.g. it cannot be placed in the sequence) poisons the monitor: later calls raise instead of releasing text
+whose tokens were never scored.
 """
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from safesail_guard.hooks import run_until_hooks
-from safesail_guard.runtime.guard import Guard, Prompt, _prompt_text
+from safesail_guard.runtime.guard import Guard, Prompt, WatchSession, _prompt_text
+from safesail_guard.runtime.tracker import cache_kwargs
 
 MAX_HOLD_CHARS = 48
 """Longest unfinished word held back before falling back to holding back only the last token."""
@@ -45,9 +52,8 @@ class ResponseMonitor:
         self._tok = guard.tokenizer
         enc, _ = guard.encode_prompt(prompt)
         self.prompt_tokens = len(enc)
-        self._stack = ExitStack()
-        self.session = self._stack.enter_context(
-            guard.watch(policy=policy, prompt_tokens=self.prompt_tokens, prompt_text=_prompt_text(prompt)))
+        # the session's tracker is attached around each forward call (`_forward`), never in between
+        self.session = WatchSession(guard, guard.compile(policy), self.prompt_tokens, _prompt_text(prompt))
         self.session.tracker.stop_at_deepest = True
         from transformers import DynamicCache
 
@@ -58,6 +64,7 @@ class ResponseMonitor:
         self._starts: list[int] = []  # per fed response token: its first character in the reply
         self._blocked = False
         self._closed = False
+        self._failed: BaseException | None = None  # the error of a failed forward call (the monitor is unusable)
         self._forward(enc.input_ids)
 
     # ------------------------------------------------------------------------------------------------ api
@@ -81,6 +88,7 @@ class ResponseMonitor:
         """Add a piece of reply text; returns the text now cleared for release (possibly empty)."""
         if self._closed:
             raise RuntimeError("feed() after close()")
+        self._check_failed()
         if self._blocked:
             return MonitorStep("", True)
         self._text += piece
@@ -90,6 +98,7 @@ class ResponseMonitor:
         """The reply is complete: feed what was held back and release the rest (unless blocked)."""
         if self._blocked or self._closed:
             return MonitorStep("", self._blocked)
+        self._check_failed()
         return self._advance(final=True)
 
     def decision(self) -> Any:
@@ -98,10 +107,12 @@ class ResponseMonitor:
         return run.snapshot() if run is not None else None
 
     def close(self) -> None:
-        """Detach the hooks (idempotent)."""
-        if not self._closed:
-            self._closed = True
-            self._stack.close()
+        """End the monitor (idempotent); its hooks are attached only during its own forward calls."""
+        self._closed = True
+
+    def _check_failed(self) -> None:
+        if self._failed is not None:
+            raise RuntimeError(f"the monitor failed earlier and scores nothing more: {self._failed}") from self._failed
 
     # ------------------------------------------------------------------------------------------ internals
     def _advance(self, final: bool) -> MonitorStep:
@@ -145,8 +156,15 @@ class ResponseMonitor:
 
     @torch.no_grad()
     def _forward(self, ids: list[int]) -> None:
-        run_until_hooks(self.guard.model, input_ids=torch.tensor([ids], dtype=torch.long),
-                        past_key_values=self._cache, use_cache=True)
+        """Run ``ids`` through the guarded layers with this monitor's hooks attached for this call only."""
+        model = self.guard.model
+        try:
+            with self.session.tracker.attached(model):
+                run_until_hooks(model, input_ids=torch.tensor([ids], dtype=torch.long), use_cache=True,
+                                **cache_kwargs(model, self._cache))
+        except BaseException as e:
+            self._failed = e
+            raise
 
 
 def _word_start(text: str) -> int:

@@ -1,13 +1,18 @@
 """Forward hooks that follow one sequence through prefill and decoding and turn activations into token events.
 
-A `SequenceTracker` is attached to a model for the life of one sequence (batch size 1). It learns where each
-forward call starts from the call's KV cache (a pre-hook on the whole model), so it handles all three ways a
-causal LM is driven:
+A `SequenceTracker` follows one sequence (batch size 1), attached to a model for the whole sequence or for each
+forward call it makes (`attached`; a model carries at most one tracker at a time, see `hooks.exclusive_scan`).
+A pre-hook on the whole model *places* every forward call in the sequence (`place_call`) from whatever
+evidence the call carries, whatever its keyword: a KV cache object (anything with ``get_seq_length``, passed as
+``past_key_values=`` (transformers 4.x), ``cache=`` (5.x) or positionally), ``cache_position``, ``position_ids``,
+and the call's length against what was already seen. Evidence that disagrees, a call that cannot be placed, a
+call that skips positions or rewrites tokens already scored is a `PlacementError`; no position is ever dropped
+silently. It handles all three ways a causal LM is driven:
 
 - prefill: one call over the prompt, positions 0..T-1;
 - cached decoding: one call per token, positions continue after the cache;
-- uncached decoding: every call re-runs the whole sequence from position 0; only positions not seen before
-  become new events.
+- uncached decoding: every call re-runs the whole sequence from position 0 (its already-seen prefix must match
+  the tokens seen); only positions not seen before become new events.
 
 At every hooked layer it encodes only the new positions (`LayerEncoder.encode`), optionally adds steering
 deltas, and at the deepest hooked layer it builds one `TokenActivations` per new position and hands it to
@@ -24,6 +29,7 @@ shows a token a policy would block.
 from __future__ import annotations
 
 import functools
+import inspect
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -33,12 +39,87 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from safesail_guard.hooks import HookPoint, StopForward, attach_hooks
+from safesail_guard.hooks import HookError, HookPoint, StopForward, attach_hooks, exclusive_scan
 from safesail_guard.runtime.encoder import LayerEncoder
 from safesail_guard.runtime.events import FeatureHit, TokenActivations
 
 TokenMeta = Callable[[int, int], tuple[str, str, bool, str | None]]  # (pos, token_id) -> (text, scope, content, role)
 OP_CODES = {"clamp": 0, "scale": 1, "add": 2}
+CACHE_KEYWORDS: tuple[str, ...] = ("past_key_values", "cache", "past_key_value", "layer_past", "past")
+"""Keywords a KV cache travels under in the supported transformers versions (and older names, refused when
+their value is not a cache object this module understands)."""
+
+
+class PlacementError(HookError):
+    """A forward call the guard cannot place in its sequence unambiguously; scoring it would risk dropping or
+    mislabelling tokens, so the call fails instead."""
+
+
+def cache_kwargs(model: nn.Module, cache: Any) -> dict[str, Any]:
+    """``{keyword: cache}`` for calling ``model``: ``cache`` when its forward takes that (transformers 5.x),
+    else ``past_key_values`` (4.x)."""
+    return {"cache" if "cache" in _forward_params(type(model)) else "past_key_values": cache}
+
+
+@functools.lru_cache(maxsize=64)
+def _forward_params(cls: type) -> tuple[str, ...]:
+    """Names of ``cls.forward``'s parameters after ``self``, in order (empty when it has no usable signature)."""
+    try:
+        params = list(inspect.signature(cls.forward).parameters.values())
+    except (TypeError, ValueError):
+        return ()
+    return tuple(p.name for p in params[1:] if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+def _start_of(name: str, value: Any, length: int) -> int:
+    """First position named by a ``cache_position`` / ``position_ids`` tensor over ``length`` tokens; a
+    `PlacementError` unless it counts up by one from there (one sequence, no padding)."""
+    t = torch.as_tensor(value)
+    if t.numel() == 0 or t.shape[-1] != length:
+        raise PlacementError(f"{name} has shape {tuple(t.shape)} for a call over {length} tokens; the guard "
+                             "follows one unpadded sequence")
+    rows = t.reshape(-1, length).long()
+    start = int(rows[0, 0])
+    want = torch.arange(start, start + length, device=rows.device)
+    if not bool((rows == want).all()):
+        raise PlacementError(f"{name} {rows[0].tolist()[:8]}... does not count up by one from {start}; the guard "
+                             "cannot place a call with gaps or padding in its positions")
+    return start
+
+
+def place_call(cls: type, args: tuple, kwargs: dict[str, Any], length: int) -> dict[str, int]:
+    """Every piece of evidence a forward call carries about its first position: ``{source: position}``.
+
+    Sources: ``cache`` (the length of any object with ``get_seq_length`` among the arguments, whatever its
+    keyword), ``cache_position`` and ``position_ids``. ``cls`` is the model class (to name positional arguments).
+    A value under a cache keyword that is not such an object is an unknown cache convention: `PlacementError`.
+    """
+    named: dict[str, Any] = dict(zip(_forward_params(cls), args))
+    for i, value in enumerate(args[len(named):]):
+        named[f"args[{i + len(named)}]"] = value
+    named.update(kwargs)
+    found: dict[str, int] = {}
+    caches: dict[int, tuple[str, int]] = {}
+    for key, value in named.items():
+        if value is None:
+            continue
+        seq_length = getattr(value, "get_seq_length", None)
+        if callable(seq_length):
+            caches.setdefault(id(value), (key, int(seq_length())))
+        elif key in CACHE_KEYWORDS:
+            raise PlacementError(f"unknown cache convention: {key}= holds a {type(value).__name__} with no "
+                                 "get_seq_length(); the guard cannot tell where this call starts. Pass a "
+                                 "transformers Cache object (e.g. DynamicCache)")
+    lengths = {n for _, n in caches.values()}
+    if len(lengths) > 1:
+        raise PlacementError("the call carries caches of different lengths: "
+                             + ", ".join(f"{k}={n}" for k, n in caches.values()))
+    if caches:
+        found["cache"] = lengths.pop()
+    for key in ("cache_position", "position_ids"):
+        if named.get(key) is not None:
+            found[key] = _start_of(key, named[key], length)
+    return found
 
 
 @dataclass
@@ -101,6 +182,7 @@ class SequenceTracker:
         self.tokens: list[TokenActivations] = []
         self.stats = TrackerStats()
         self.seen = 0  # positions already turned into events
+        self._seen_ids: list[int] = []  # token id at each seen position (len == seen)
         self.stop_at_deepest = False  # raise StopForward after the deepest layer (scoring; skips the LM head)
         self.position_base = 0  # added to every call's positions (chunked scans)
         self.lag = 0  # >0: resolve exact-TopK firing every `lag` positions in one batch (see module docstring)
@@ -144,28 +226,29 @@ class SequenceTracker:
     # -------------------------------------------------------------------- hooks
     @contextmanager
     def attached(self, model: nn.Module) -> Iterator[SequenceTracker]:
-        """Attach the hooks to ``model`` for the duration of the block (always removed)."""
-        pre = model.register_forward_pre_hook(self._pre_forward, with_kwargs=True)
-        try:
-            with attach_hooks(model, {HookPoint(layer, self.site): self._on_layer for layer in self.encoders}):
-                yield self
-        finally:
-            pre.remove()
+        """Attach the hooks to ``model`` for the duration of the block (always removed).
+
+        The model must carry no other scan's hooks (`hooks.exclusive_scan`): a second tracker, or this one
+        re-entered, raises `OverlappingScanError`. To share a model between sequences whose calls interleave
+        (one server thread, many requests), attach around each forward call instead of around the sequence.
+        """
+        with exclusive_scan(model, f"guard tracker {id(self):#x}"):
+            pre = model.register_forward_pre_hook(self._pre_forward, with_kwargs=True)
+            try:
+                with attach_hooks(model, {HookPoint(layer, self.site): self._on_layer for layer in self.encoders}):
+                    yield self
+            finally:
+                pre.remove()
 
     @_timed
-    def _pre_forward(self, _mod: nn.Module, args: tuple, kwargs: dict) -> None:
+    def _pre_forward(self, mod: nn.Module, args: tuple, kwargs: dict) -> None:
         ids = kwargs.get("input_ids", args[0] if args else None)
         if ids is None:
             raise ValueError("the guard needs input_ids (inputs_embeds alone cannot be mapped to tokens)")
-        if ids.shape[0] != 1:
-            raise ValueError(f"a SequenceTracker follows one sequence; got a batch of {ids.shape[0]} "
+        if ids.ndim != 2 or ids.shape[0] != 1:
+            raise ValueError(f"a SequenceTracker follows one sequence; got input_ids of shape {tuple(ids.shape)} "
                              "(use Guard.scan_batch for batches)")
-        past = kwargs.get("past_key_values")
-        offset = 0
-        if past is not None and hasattr(past, "get_seq_length"):
-            offset = int(past.get_seq_length())
-        elif kwargs.get("cache_position") is not None:
-            offset = int(kwargs["cache_position"].reshape(-1)[0])
+        offset = self._place(type(mod), args, kwargs, ids[0])
         self._offset, self._ids = offset + self.position_base, ids[0]
         self._pending.clear()
         self._deferring = (self.lag > 0 and not self._steering and not self.stop_at_deepest
@@ -205,12 +288,47 @@ class SequenceTracker:
         self._finish_if_deepest(layer)
         return new_out
 
+    def _place(self, cls: type, args: tuple, kwargs: dict[str, Any], ids: Tensor) -> int:
+        """The model position of this call's first token (see `place_call`); a `PlacementError` when the
+        evidence disagrees, is missing where it matters, skips positions or rewrites tokens already scored."""
+        length = int(ids.shape[0])
+        seen = self.seen - self.position_base  # positions already seen, in this call's (model) coordinates
+        evidence = place_call(cls, args, kwargs, length)
+        if len(set(evidence.values())) > 1:
+            raise PlacementError("the call's position evidence disagrees ("
+                                 + ", ".join(f"{k} says {v}" for k, v in evidence.items())
+                                 + "); the guard cannot tell which tokens it scores")
+        if evidence:
+            offset = next(iter(evidence.values()))
+            how = " and ".join(evidence)
+        elif seen == 0 or length > seen:
+            offset, how = 0, "its length (no cache: the whole sequence from position 0)"
+        else:
+            raise PlacementError(
+                f"cannot place a call over {length} token(s) with no cache, cache_position or position_ids after "
+                f"{seen} positions were seen: it is either a new sequence or a cached step under a cache "
+                "convention the guard does not know. Pass the KV cache object (past_key_values=/cache=) or "
+                "position_ids")
+        if offset > seen:
+            raise PlacementError(f"the call starts at position {offset} (by {how}) but only {seen} positions were "
+                                 f"seen: positions {seen}..{offset - 1} were never scored (was the cache filled "
+                                 "before the guard was attached?)")
+        overlap = min(length, seen - offset)
+        if overlap > 0:
+            base = self.position_base + offset
+            if ids[:overlap].tolist() != self._seen_ids[base:base + overlap]:
+                raise PlacementError(f"the call re-runs positions {offset}..{offset + overlap - 1} (by {how}) with "
+                                     "tokens other than the ones already scored there: a different sequence, or "
+                                     "a rewound cache; a tracker follows one sequence")
+        return offset
+
     def _finish_if_deepest(self, layer: int) -> None:
         if layer != self._deepest:
             return None
         assert self._ids is not None
         end = self._offset + self._ids.shape[0]
         new = range(max(self.seen, self._offset), end)
+        self._seen_ids.extend(int(t) for t in self._ids[new.start - self._offset:].tolist())
         if self._deferring:
             self._deferred_ids.extend((pos, int(self._ids[pos - self._offset])) for pos in new)
             limit = min(self.lag, max(self.lag_start, self.batched)) if self.lag_start else self.lag
