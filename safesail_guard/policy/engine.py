@@ -6,8 +6,10 @@ layers, with close matches; empty selections; contradictory rules). It returns a
 immutable and safe to share between threads.
 
 ``compiled.start(prompt_text)`` returns a :class:`PolicyRun`, the per-request state. At start it detects the
-prompt's language (``multilingual_gap`` rules), finds benign framings (``over_refusal`` rules, which set
-per-feature damping factors) and fires unconditional rules. ``run.observe(tok)`` then takes one
+prompt's language (``multilingual_gap`` rules; of the whole prompt and of each message), finds benign framings
+(``over_refusal`` rules, which set per-feature damping factors) and fires unconditional rules. The prompt text
+may carry each message's role (:func:`join_segments`); the policy's ``roles`` (default: all) choose which
+messages its rules read, there and token by token. ``run.observe(tok)`` then takes one
 :class:`~safesail_guard.runtime.events.TokenActivations` at a time and returns the matches that became true at
 that token. Each leaf condition keeps its own sliding-window state, so a token costs O(leaves x hits) and the
 history is never re-scanned. ``run.finish()`` returns the :class:`~safesail_guard.policy.decision.Decision`.
@@ -42,6 +44,12 @@ from safesail_guard.policy.decision import (
 from safesail_guard.policy.language import LanguageGuess, detect_language
 from safesail_guard.policy.loader import PolicyError, PolicyIssue, SourceMap, source_of
 from safesail_guard.runtime.events import FeatureCatalog, TokenActivations
+
+SEGMENT_SEP = "\x1e"
+"""Separates the messages of a prompt text built by :func:`join_segments` (ASCII record separator)."""
+ROLE_SEP = "\x1f"
+"""Separates a message's role from its text in a segment (ASCII unit separator)."""
+ALL_ROLES = frozenset(schema.ROLES)
 
 TOP_FEATURES = 5
 """How many of the strongest features a match keeps as evidence."""
@@ -201,6 +209,14 @@ class CompiledPolicy:
     risk_rules: tuple[CompiledRiskRule, ...] = ()
     warnings: tuple[str, ...] = ()
     policy: schema.PolicyFile | None = field(default=None, compare=False, repr=False)
+    roles: frozenset[str] = ALL_ROLES  # prompt messages the rules read, by role
+
+    def reads(self, tok: TokenActivations) -> bool:
+        """Whether the rules read ``tok``: a content token of the response, of plain text, or of a prompt message
+        whose role is among the policy's ``roles``."""
+        if not tok.content:
+            return False
+        return tok.scope != "prompt" or tok.role not in ALL_ROLES or tok.role in self.roles
 
     @property
     def watched_features(self) -> frozenset[str]:
@@ -231,11 +247,48 @@ class CompiledPolicy:
         """
         tokens = list(tokens)
         if prompt_text is None:
-            prompt_text = "".join(t.text for t in tokens if t.scope == "prompt" and t.content)
+            prompt_text = _segments_of(tokens)
         run = self.start(prompt_text)
         for tok in tokens:
             run.observe(tok)
         return run.finish()
+
+
+def join_segments(messages: Iterable[tuple[str | None, str]]) -> str:
+    """One prompt text from ``(role, text)`` pairs that keeps each message's role for :class:`PolicyRun`
+    (which splits it with :func:`prompt_segments`). Separator characters inside the texts become spaces, so a
+    message cannot pose as another role."""
+    return SEGMENT_SEP.join(f"{role or ''}{ROLE_SEP}{_unsep(text)}" for role, text in messages)
+
+
+def prompt_segments(prompt_text: str) -> list[tuple[str | None, str]]:
+    """``(role, text)`` per message of a :func:`join_segments` text; plain text is one segment with role None."""
+    if ROLE_SEP not in prompt_text:
+        return [(None, prompt_text)]
+    out: list[tuple[str | None, str]] = []
+    for part in prompt_text.split(SEGMENT_SEP):
+        role, sep, text = part.partition(ROLE_SEP)
+        out.append((role or None, text) if sep else (None, part))
+    return out
+
+
+def _unsep(text: str) -> str:
+    return text.replace(SEGMENT_SEP, " ").replace(ROLE_SEP, " ") if ROLE_SEP in text or SEGMENT_SEP in text else text
+
+
+def _segments_of(tokens: Sequence[TokenActivations]) -> str:
+    """The prompt text of content tokens, one segment per run of tokens of one role."""
+    parts: list[tuple[str | None, str]] = []
+    for t in tokens:
+        if t.scope != "prompt" or not t.content:
+            continue
+        if parts and parts[-1][0] == t.role:
+            parts[-1] = (t.role, parts[-1][1] + t.text)
+        else:
+            parts.append((t.role, t.text))
+    if len(parts) <= 1:
+        return parts[0][1] if parts else ""
+    return join_segments(parts)
 
 
 def _leaves(node: CompiledCondition) -> Iterable[CompiledLeaf]:
@@ -296,7 +349,7 @@ class _Compiler:
             name=self.policy.name, catalog=self.catalog, rules=tuple(rules), dampers=tuple(dampers),
             language_rules=tuple(language_rules), refusal_message=self.policy.defaults.refusal_message,
             rule_names=tuple(r.name for r in self.policy.rules), warnings=tuple(self.warnings), policy=self.policy,
-            risk_rules=tuple(risk_rules),
+            risk_rules=tuple(risk_rules), roles=frozenset(self.policy.roles),
         )
 
     # -- selections --------------------------------------------------------------------------------------
@@ -701,8 +754,12 @@ class PolicyRun:
 
     def __init__(self, compiled: CompiledPolicy, prompt_text: str) -> None:
         self.compiled = compiled
-        self.prompt_text = prompt_text or ""
+        read = [text for role, text in prompt_segments(prompt_text or "")
+                if role is None or role not in ALL_ROLES or role in compiled.roles]
+        self.prompt_text = "\n".join(read)  # the messages of the policy's roles
         self.language: LanguageGuess = detect_language(self.prompt_text)
+        # each message on its own too: a long English system prompt must not hide a user turn in another language
+        self._message_languages = [detect_language(t) for t in read] if len(read) > 1 else []
         self._matches: list[RuleMatch] = []
         self._suppressed: list[RuleMatch] = []
         self._overridden: dict[str, str] = {}  # target rule -> allow rule that overrode it
@@ -758,7 +815,7 @@ class PolicyRun:
         self._positions.append(tok.position)
         self._texts.append(tok.text)
         new, self._unreported = self._unreported, []
-        if not tok.content or not (self._pending or self._risk_pending):
+        if not self.compiled.reads(tok) or not (self._pending or self._risk_pending):
             return new
         hits = self._damped_hits(tok)
         if self._risk_pending:
@@ -863,12 +920,15 @@ class PolicyRun:
             self._fire(state, None)
         for rule in self.compiled.language_rules:
             if rule.gap(self.language):
-                self._record(self._language_match(rule))
+                self._record(self._language_match(rule, self.language, "prompt"))
+                continue
+            guess = next((g for g in self._message_languages if rule.gap(g)), None)
+            if guess is not None:
+                self._record(self._language_match(rule, guess, "a prompt message's"))
 
-    def _language_match(self, rule: CompiledLanguageRule) -> RuleMatch:
-        g = self.language
+    def _language_match(self, rule: CompiledLanguageRule, g: LanguageGuess, what: str) -> RuleMatch:
         strong = ", ".join(sorted(rule.strong_languages))
-        reason = (f"prompt language {g.code} ({g.script}, confidence {g.confidence:.2f}) is not among the strong "
+        reason = (f"{what} language {g.code} ({g.script}, confidence {g.confidence:.2f}) is not among the strong "
                   f"languages ({strong})" + ("; an English pivot translation is requested" if rule.pivot else ""))
         message = (rule.message or self.compiled.refusal_message) if rule.action == "block" else None
         return RuleMatch(rule=rule.name, kind="multilingual_gap", action=rule.action, scope="prompt",

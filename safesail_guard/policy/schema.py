@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, T
 
 Action = Literal["allow", "log", "steer", "flag", "block"]
 ScopeName = Literal["prompt", "response", "both"]
+RoleName = Literal["system", "developer", "user", "assistant", "tool"]
+ROLES: tuple[str, ...] = ("system", "developer", "user", "assistant", "tool")
+"""Every chat role a client can send; a policy reads all of them unless its ``roles`` says otherwise."""
 SteerKind = Literal["clamp", "scale", "add"]
 
 DEFAULT_MIN_ACTIVATION = 0.3
@@ -340,6 +343,11 @@ class PolicyFile(_Model):
     name: str = Field(min_length=1, description="Policy name, shown in decisions.")
     description: str = Field("", description="What the policy is for.")
     defaults: Defaults = Field(default_factory=Defaults, description="Fallback values for rules.")
+    roles: list[RoleName] = Field(default_factory=lambda: list(ROLES), min_length=1,
+                                  description="Which prompt messages, by role, the rules read (feature and risk "
+                                              "rules, language detection, over-refusal framing). Default: all "
+                                              "of system, developer, user, assistant, tool. The model's response "
+                                              "is always read.")
     rules: list[Rule] = Field(min_length=1, description="The rules, evaluated together on every token.")
 
     # set by the loader: a SourceMap giving compile errors their file and line

@@ -7,7 +7,9 @@ Input records: ``{"id": ..., "text": "..."}`` (a user prompt; the chat template 
      "activation", "explanation"}], "rules": [...], "truncation": {...}, "pivot": {...}}
 
 ``truncation`` appears only for inputs scanned in chunks, ``pivot`` only when a multilingual-gap rule asked
-for an English translation (``score`` and ``decision`` then take the more severe of original and translation).
+for an English translation (``score`` and ``decision`` then take the more severe of original and translation),
+``normalized`` only when the text hid words with invisible characters, compatibility forms or homoglyphs (its
+normalized reading was scored too; ``score`` and ``decision`` already include it).
 
 A record that cannot be parsed or scanned becomes ``{"id", "error"}`` and the rest of the batch goes on.
 """
@@ -19,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from safesail_guard.chat import ChatFormatError, validate_messages
+from safesail_guard.chat import ChatFormatError, check_text, validate_messages
 
 MAX_TEXT_CHARS = 200_000
 
@@ -62,6 +64,10 @@ def parse_record(obj: Any, where: str) -> ScoreItem | ScoreError:
             return ScoreError(rid, f"{where}: 'text' is empty")
         if len(text) > MAX_TEXT_CHARS:
             return ScoreError(rid, f"{where}: 'text' has {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
+        try:
+            check_text(text, "'text'")
+        except ChatFormatError as e:
+            return ScoreError(rid, f"{where}: {e}")
         return ScoreItem(rid, text)
     try:
         msgs = validate_messages(obj["messages"])
@@ -107,6 +113,10 @@ def result_record(rid: Any, result: Any) -> dict[str, Any]:
                         for m in decision.matches]
     if result.truncation is not None and result.truncation.strategy != "none":
         rec["truncation"] = result.truncation.to_dict()
+    if getattr(result, "normalized", None) is not None:
+        nd = result.normalized
+        rec["normalized"] = {"decision": nd.decision.action if nd.decision is not None else None,
+                             "score": nd.risk.score if nd.risk is not None else None}
     if result.pivot is not None:
         rec["pivot"] = {"text": result.pivot.text, "model": result.pivot.model, "error": result.pivot.error,
                         "decision": result.pivot.decision.action if result.pivot.decision is not None else None,

@@ -125,9 +125,10 @@ class TokenActivations:
     ``position`` counts tokens from 0 over the whole sequence the guard saw (prompt then response);
     ``text`` is the piece of rendered text the token covers (may be '' for a byte-split character or a
     special token); ``scope`` says whether it belongs to the prompt or to the generated response;
-    ``content`` is False for chat-template scaffolding, special tokens and system messages (trusted
-    operator text), which policies and scores ignore; ``role`` is the chat role whose content the token is
-    in ("user", "assistant", "system", "text" for plain text) or None for scaffolding.
+    ``content`` is False for chat-template scaffolding (including a default system prompt the template adds
+    on its own) and special tokens, which policies and scores ignore; every client-supplied message is content,
+    whatever its role; ``role`` is the chat role whose content the token is in ("system", "developer", "user",
+    "assistant", "tool", "text" for plain text) or None for scaffolding.
     """
 
     position: int

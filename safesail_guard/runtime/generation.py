@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from safesail_guard.runtime.events import TokenActivations
-from safesail_guard.runtime.guard import Guard, GuardError, Prompt, _prompt_text, watched_mask
+from safesail_guard.runtime.guard import Guard, GuardError, Prompt, _prompt_text, merge_normalized, watched_mask
+from safesail_guard.runtime.tracker import cache_kwargs
 
 if TYPE_CHECKING:
     from safesail_guard.policy import CompiledPolicy, Decision
@@ -126,6 +127,10 @@ class GuardedModel:
         `runtime/tracker.py`): decoding is cheaper, text is released up to N tokens later, a block still
         stops before its token is shown (the up to N tokens generated past it are discarded), and steering
         triggered by a rule starts up to N tokens later (while steering is active, firing is not batched).
+
+        The guard's hooks stay on the model from the first forward call until the generator finishes (between
+        yields too): another scan of the same model started meanwhile (a second stream, a scan, a monitor) raises
+        `hooks.OverlappingScanError` instead of sharing them. Run one generation per model at a time.
         """
         if lag < 0:
             raise GuardError(f"lag must be >= 0, got {lag}")
@@ -144,6 +149,13 @@ class GuardedModel:
         if context:
             max_new_tokens = min(max_new_tokens, context - n_prompt)
         run = compiled.start(prompt_text=_prompt_text(prompt)) if compiled is not None and hooks else None
+        # Unicode disguises: the normalized reading of the prompt is scored first (None for plain text), before
+        # this generation's hooks attach (one scan per model at a time); its verdict joins the prompt's
+        shadow = guard.scan_normalized(prompt, policy=compiled) if run is not None else None
+        shadow_blocks = shadow is not None and shadow.decision.blocked
+
+        def merged(decision: Any) -> Any:
+            return merge_normalized(decision, shadow.decision) if shadow is not None else decision
         pieces, content, roles = enc.tokens, watched_mask(enc), enc.roles
         special = self._special
 
@@ -219,9 +231,11 @@ class GuardedModel:
             tracker.batched = 0  # micro-batches of decoded tokens start small again (the prompt does not count)
             if run is not None and run.blocked is not None:
                 finish, blocked_at = "content_filter", run.blocked.span[1]
+            elif shadow_blocks:  # blocked by the normalized reading: nothing of the answer is generated
+                finish, blocked_at = "content_filter", -1
             else:
                 released[0] = len(tracker.tokens)  # prompt events are not shown
-                yield StreamEvent("prompt", decision=run.snapshot() if run is not None else None,
+                yield StreamEvent("prompt", decision=merged(run.snapshot()) if run is not None else None,
                                   tokens=list(tracker.tokens))
                 refresh_steering(n_prompt)
                 for _ in range(max_new_tokens):
@@ -247,7 +261,7 @@ class GuardedModel:
                     finish = "content_filter"
         if blocked_at is not None and blocked_at >= n_prompt:
             del generated[blocked_at - n_prompt:]  # the blocking token and any generated past it
-        decision = run.finish() if run is not None else None
+        decision = merged(run.finish()) if run is not None else None
         completion = tok.decode(generated, skip_special_tokens=True)
         text = completion
         if finish == "content_filter":
@@ -259,7 +273,9 @@ class GuardedModel:
         yield StreamEvent("done", generation=result)
 
     def _forward(self, ids: torch.Tensor, cache: Any) -> torch.Tensor:
-        out = self.guard.model(input_ids=ids, past_key_values=cache, use_cache=cache is not None)
+        model = self.guard.model
+        past = cache_kwargs(model, cache) if cache is not None else {}
+        out = model(input_ids=ids, use_cache=cache is not None, **past)
         return out.logits[0, -1].float()
 
 

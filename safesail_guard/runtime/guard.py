@@ -15,7 +15,6 @@ The database's model fingerprint must match the model's; a mismatch raises `Mode
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,7 +23,16 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from safesail_guard.chat import EncodedText, encode_chat, encode_text, validate_messages
+from safesail_guard.chat import (
+    VALID_ROLES,
+    EncodedText,
+    check_text,
+    encode_chat,
+    encode_text,
+    normalized_messages,
+    normalized_view,
+    validate_messages,
+)
 from safesail_guard.hooks import HookPoint, get_adapter, resolve_points, run_until_hooks
 from safesail_guard.runtime.encoder import Competition, Firing, LayerEncoder
 from safesail_guard.runtime.events import FeatureCatalog, TokenActivations
@@ -38,6 +46,8 @@ if TYPE_CHECKING:
     from safesail_neuron_db import NeuronDB
 
 DEFAULT_MAX_TOKENS = 2048  # per forward pass; longer inputs are scanned in chunks of this size
+MAX_CHUNK_OVERLAP = 256
+"""Most tokens of context a chunk after the first re-reads from the end of the previous one (`Guard.scan`)."""
 
 
 class GuardError(ValueError):
@@ -55,21 +65,44 @@ class Truncation:
     tokens: int
     chunks: int
     max_tokens: int
+    overlap: int = 0  # tokens of the previous chunk each later chunk re-reads as context (not scored twice)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
-        return {"strategy": self.strategy, "tokens": self.tokens, "chunks": self.chunks, "max_tokens": self.max_tokens}
+        return {"strategy": self.strategy, "tokens": self.tokens, "chunks": self.chunks, "max_tokens": self.max_tokens,
+                "overlap": self.overlap}
+
+
+@dataclass
+class NormalizedOutcome:
+    """The input with its disguises removed (`chat.normalized_view`: invisible characters, compatibility forms,
+    homoglyphs) and what the guard made of it. Its matches and risk are already merged into the result."""
+
+    prompt: Any  # the normalized text or messages
+    decision: Decision | None
+    risk: RiskScore | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {"prompt": self.prompt, "decision": self.decision.to_dict() if self.decision is not None else None,
+                "risk": self.risk.to_dict() if self.risk is not None else None}
 
 
 @dataclass
 class GuardResult:
-    """Everything the guard saw for one input: per-token events, the policy's decision, the risk score."""
+    """Everything the guard saw for one input: per-token events, the policy's decision, the risk score.
+
+    When the input hid words with invisible characters, compatibility forms or homoglyphs, ``normalized``
+    holds the scan of its normalized reading, whose matches are merged into ``decision`` and whose risk
+    replaces ``risk`` when higher (the stricter verdict wins).
+    """
 
     tokens: list[TokenActivations]
     decision: Decision | None = None
     risk: RiskScore | None = None
     truncation: Truncation | None = None
     pivot: PivotOutcome | None = None
+    normalized: NormalizedOutcome | None = None
 
     @property
     def action(self) -> str | None:
@@ -127,6 +160,7 @@ class Guard:
         self.firing: Firing = firing
         self.encoders = {layer: self._layer_encoder(layer) for layer in db.layers}
         limit = getattr(model.config, "max_position_embeddings", None) or DEFAULT_MAX_TOKENS
+        self.context_tokens = int(limit)
         self.max_tokens = int(max_tokens or min(int(limit), DEFAULT_MAX_TOKENS))
         if self.max_tokens < 8:
             raise GuardError(f"max_tokens must be at least 8, got {self.max_tokens}")
@@ -211,9 +245,12 @@ class Guard:
 
     def _encode(self, prompt: Prompt, response: str | None) -> tuple[EncodedText, int]:
         if isinstance(prompt, str):
+            check_text(prompt, "prompt")
             messages = [{"role": "user", "content": prompt}]
         else:
             messages = validate_messages(list(prompt))
+        if response is not None:
+            check_text(response, "response")
         if getattr(self.tokenizer, "chat_template", None) is None:
             text = "\n".join(m["content"] for m in messages)
             enc = encode_text(self.tokenizer, text + (response or ""))
@@ -242,16 +279,39 @@ class Guard:
         """A fresh `SequenceTracker` over this guard's encoders."""
         return SequenceTracker(self.encoders, self.site, token_meta, on_token)
 
+    def chunk_windows(self, n: int) -> list[tuple[int, int, int]]:
+        """How `scan` reads ``n`` tokens: ``(context_start, first_new, end)`` per forward pass.
+
+        One pass when ``n <= max_tokens``. Otherwise every token is scored exactly once, in passes of
+        ``max_tokens`` new tokens, and each pass after the first also re-reads up to `MAX_CHUNK_OVERLAP` (and at
+        most a quarter of ``max_tokens``) preceding tokens as context, so that text cut by a chunk boundary is
+        still read with what precedes it. The overlap comes on top of ``max_tokens`` while the model's context
+        allows, else out of it.
+        """
+        if n <= self.max_tokens:
+            return [(0, 0, n)]
+        overlap = min(MAX_CHUNK_OVERLAP, self.max_tokens // 4)
+        new = self.max_tokens if self.max_tokens + overlap <= self.context_tokens else self.max_tokens - overlap
+        windows, start = [(0, 0, self.max_tokens)], self.max_tokens
+        while start < n:
+            windows.append((max(0, start - overlap), start, min(n, start + new)))
+            start += new
+        return windows
+
     @torch.no_grad()
     def scan(self, prompt: Prompt, *, policy: CompiledPolicy | str | Path | None = None,
-             response: str | None = None, pivot: bool = True, translator: Any = None) -> GuardResult:
+             response: str | None = None, pivot: bool = True, translator: Any = None,
+             normalize: bool = True) -> GuardResult:
         """Encode ``prompt`` (and a given ``response``) in one pass, without generating, and apply ``policy``.
 
         Inputs longer than ``max_tokens`` are scanned in consecutive chunks (each chunk is its own forward
-        pass, so features see at most ``max_tokens`` of context); `GuardResult.truncation` says so. When the
-        policy's ``multilingual_gap`` rule asks for a pivot translation (and ``pivot`` is True), the English
-        translation is scanned too (`GuardResult.pivot`; see `runtime/pivot.py`); ``translator`` overrides the
-        endpoint client (tests).
+        pass that re-reads the end of the previous one as context; see `chunk_windows`); every token is
+        scored, and `GuardResult.truncation` says how. When the policy's ``multilingual_gap`` rule asks for a
+        pivot translation (and ``pivot`` is True), the English translation is scanned too
+        (`GuardResult.pivot`; see `runtime/pivot.py`); ``translator`` overrides the endpoint client (tests).
+        When the text hides words from the features (``normalize``, on by default; see
+        `chat.normalized_view`), its normalized reading is scanned too and the stricter verdict kept
+        (`GuardResult.normalized`).
         """
         compiled = self.compile(policy)
         enc, n_prompt = self.encode_prompt(prompt, response)
@@ -259,25 +319,60 @@ class Guard:
         tracker = self.tracker(self._token_meta(enc, n_prompt), run.observe if run is not None else None)
         tracker.stop_at_deepest = True
         ids = torch.tensor(enc.input_ids, dtype=torch.long)
-        n_chunks = math.ceil(len(ids) / self.max_tokens)
+        windows = self.chunk_windows(len(ids))
         with tracker.attached(self.model):
-            for c in range(n_chunks):
-                chunk = ids[c * self.max_tokens:(c + 1) * self.max_tokens]
-                tracker.position_base = c * self.max_tokens  # chunk positions continue the previous chunk's
-                run_until_hooks(self.model, input_ids=chunk.unsqueeze(0), use_cache=False)
-        trunc = Truncation("chunked" if n_chunks > 1 else "none", len(ids), n_chunks, self.max_tokens)
+            for lo, _first_new, end in windows:
+                tracker.position_base = lo  # positions continue the sequence; those already scored are skipped
+                run_until_hooks(self.model, input_ids=ids[lo:end].unsqueeze(0), use_cache=False)
+        if [t.position for t in tracker.tokens] != list(range(len(ids))):  # fail closed, never a partial scan
+            raise GuardError(f"the guard scored {len(tracker.tokens)} of the input's {len(ids)} tokens")
+        overlap = max((first - lo for lo, first, _ in windows), default=0)
+        trunc = Truncation("chunked" if len(windows) > 1 else "none", len(ids), len(windows), self.max_tokens,
+                           overlap)
         result = GuardResult(tracker.tokens, run.finish() if run is not None else None, truncation=trunc)
-        return self._complete(result, prompt, compiled, pivot, translator)
+        return self._complete(result, prompt, compiled, pivot, translator, response=response, normalize=normalize)
 
     def _complete(self, result: GuardResult, prompt: Prompt, compiled: CompiledPolicy | None, pivot: bool,
-                  translator: Any) -> GuardResult:
-        """Add the risk score and, when the decision asks for one and ``pivot`` is on, the pivot translation."""
+                  translator: Any, *, response: str | None = None, normalize: bool = True) -> GuardResult:
+        """Add the risk score, the normalized reading when the text has disguises, and, when the decision asks
+        for one and ``pivot`` is on, the pivot translation."""
         if self.risk_head is not None:
             result.risk = self.risk_head.score(result.tokens)
+        if normalize:
+            self._normalized(result, prompt, response, compiled)
         d = result.decision
         if pivot and d is not None and d.pivot_requested and d.pivot is not None:
             self._pivot(result, prompt, compiled, translator)
         return result
+
+    def normalized_prompt(self, prompt: Prompt) -> Prompt | None:
+        """``prompt`` with its disguises removed (`chat.normalized_view`), or None when it has none."""
+        if isinstance(prompt, str):
+            return normalized_view(prompt)
+        return normalized_messages(validate_messages(list(prompt)))
+
+    def scan_normalized(self, prompt: Prompt, *, policy: CompiledPolicy | str | Path | None = None,
+                        response: str | None = None) -> GuardResult | None:
+        """`scan` of the normalized reading of ``prompt`` (and ``response``); None when neither has a disguise
+        (the cheap, common case). Guarded generation calls this to apply the same defence to its prompt."""
+        view = self.normalized_prompt(prompt)
+        view_response = normalized_view(response) if response else None
+        if view is None and view_response is None:
+            return None
+        return self.scan(prompt if view is None else view, policy=policy,
+                         response=response if view_response is None else view_response, pivot=False, normalize=False)
+
+    def _normalized(self, result: GuardResult, prompt: Prompt, response: str | None,
+                    compiled: CompiledPolicy | None) -> None:
+        """Scan the normalized reading when there is one; merge its matches and keep the higher risk."""
+        sub = self.scan_normalized(prompt, policy=compiled, response=response)
+        if sub is None:
+            return
+        result.normalized = NormalizedOutcome(self.normalized_prompt(prompt) or prompt, sub.decision, sub.risk)
+        if result.decision is not None and sub.decision is not None:
+            result.decision = merge_normalized(result.decision, sub.decision)
+        if sub.risk is not None and (result.risk is None or sub.risk.score > result.risk.score):
+            result.risk = sub.risk
 
     def _pivot(self, result: GuardResult, prompt: Prompt, compiled: CompiledPolicy | None, translator: Any) -> None:
         """Scan the English translation of ``prompt`` and attach it (`GuardResult.pivot`)."""
@@ -285,7 +380,7 @@ class Guard:
         assert d is not None and d.pivot is not None
         from safesail_guard.runtime.pivot import PivotOutcome, translate
 
-        text, model, error = translate(_prompt_text(prompt), d.pivot, translator)
+        text, model, error = translate(_plain_prompt_text(prompt), d.pivot, translator)
         if text is None:
             result.pivot = PivotOutcome(None, None, None, model, error)
             return
@@ -367,8 +462,10 @@ class Guard:
             yield session
 
 
-WATCHED_ROLES = ("user", "assistant", "tool", "text")
-"""Roles whose tokens policies and scores count; system/developer messages are trusted operator text."""
+WATCHED_ROLES = (*VALID_ROLES, "text")
+"""Roles whose content tokens policies and scores count: every message role (system and developer included:
+a client of the proxy writes those too) and "text" (plain text). A policy's ``roles`` narrows what its rules
+read; the risk score reads them all."""
 
 
 def compile_policy_source(policy: str | Path, catalog: FeatureCatalog, risk_head: RiskHead | None) -> CompiledPolicy:
@@ -389,9 +486,48 @@ def watched_mask(enc: EncodedText) -> list[bool]:
 
 
 def _prompt_text(prompt: Prompt) -> str:
+    """The prompt as the policy engine reads it: plain text, or every message tagged with its role (see
+    `policy.engine.prompt_segments`) so that language detection and over-refusal framing see each message,
+    system and developer ones included, and a policy's ``roles`` can choose among them."""
+    from safesail_guard.policy.engine import join_segments
+
     if isinstance(prompt, str):
         return prompt
-    return "\n".join(m["content"] for m in validate_messages(list(prompt)) if m["role"] in ("user", "tool"))
+    return join_segments([(m["role"], m["content"]) for m in validate_messages(list(prompt))])
+
+
+def _plain_prompt_text(prompt: Prompt) -> str:
+    """The prompt's text for a translator: plain text, or the messages' contents one after the other."""
+    if isinstance(prompt, str):
+        return prompt
+    return "\n".join(m["content"] for m in validate_messages(list(prompt)) if m["content"].strip())
+
+
+NORMALIZED_READING = ("in the normalized reading (invisible characters removed, compatibility forms and "
+                      "homoglyphs folded)")
+
+
+def merge_normalized(decision: Decision, view: Decision, *, label: str = NORMALIZED_READING) -> Decision:
+    """``decision`` plus the matches of the normalized reading's ``view`` for rules that did not match already;
+    the action is the more severe of the two (and the refusal the view's, when only the view blocked).
+
+    The view's matches are relabelled: their reason says they come from the normalized reading, and their span
+    is `BEFORE_TOKENS` (its positions are those of the normalized text, not of the tokens shown)."""
+    from dataclasses import replace
+
+    from safesail_guard.policy import BEFORE_TOKENS, most_severe
+
+    seen = {m.rule for m in decision.matches}
+    extra = tuple(replace(m, span=BEFORE_TOKENS, position=None,
+                          reason=f"{label}: {m.reason}")
+                  for m in view.matches if m.rule not in seen)
+    if not extra:
+        return decision
+    matches = decision.matches + extra
+    refusal = decision.refusal
+    if refusal is None:
+        refusal = next((m.message for m in matches if m.action == "block"), None)
+    return replace(decision, action=most_severe([m.action for m in matches]), matches=matches, refusal=refusal)
 
 
 @dataclass

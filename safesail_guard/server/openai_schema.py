@@ -2,7 +2,13 @@
 
 Requests are validated strictly (no string-to-number coercion), the first problem becomes a 400 whose
 ``param`` is the field path (``messages[2].role``), and fields we do not model are kept: upstream mode forwards
-them untouched, local mode refuses the few it cannot honour (tools, images, logprobs, n > 1) by name.
+them untouched, local mode refuses the few it cannot honour (tools, logprobs, n > 1) by name.
+
+Messages are the exception, because every piece of client text must be scored before it reaches a model:
+`plain_messages` hands them to `chat.validate_messages`, which refuses what the guard cannot read (image,
+audio and file parts, lone surrogates) and folds the text a message carries outside ``content`` (``name``,
+``tool_calls``, ``function_call``, ``refusal``) into the scored text; a message field the guard does not know
+is refused when it holds anything, and a ``tool`` message needs its ``tool_call_id`` (as OpenAI requires).
 
 The guard's verdict travels in one extra, namespaced field, ``safesail``, on completions and on the last
 stream chunk; clients that do not know it ignore it.
@@ -11,12 +17,14 @@ stream chunk; clients that do not know it ignore it.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from safesail_guard.chat import ChatFormatError, validate_messages
 from safesail_guard.server.errors import APIError, bad_request
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
@@ -26,8 +34,15 @@ LOCAL_UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call", "resp
                      "top_logprobs", "logit_bias", "audio", "modalities", "prediction")
 
 
+MESSAGE_FIELDS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id", "function_call", "refusal"})
+"""Message fields the guard reads; any other one is refused unless it is null or empty (SDKs send
+``"audio": null``, ``"annotations": []`` when they echo an earlier reply)."""
+TOOL_CALL_ID = r"^[A-Za-z0-9_.:\-]{1,128}$"
+"""An identifier, not prose: tool call ids are forwarded upstream (some templates render them) but not scored."""
+
+
 class TextPart(BaseModel):
-    """One text part of a multi-part message content."""
+    """One part of a multi-part message content (only text and refusal parts can be scanned)."""
 
     model_config = ConfigDict(extra="allow", strict=True)
     type: str
@@ -41,6 +56,10 @@ class ChatMessage(BaseModel):
     role: Role
     content: str | list[TextPart] | None = None
     name: str | None = Field(None, max_length=256)
+    tool_calls: list[dict[str, Any]] | None = Field(None, max_length=128)
+    tool_call_id: str | None = Field(None, pattern=TOOL_CALL_ID)
+    function_call: dict[str, Any] | None = None
+    refusal: str | None = None
 
 
 class StreamOptions(BaseModel):
@@ -141,24 +160,32 @@ def validate_model(model: type[BaseModel], obj: Any) -> Any:
         raise bad_request(f"{where or 'body'}: {msg}", param=where or None) from None
 
 
-def message_text(msg: ChatMessage, index: int) -> str:
-    """The text of one message; non-text parts are a 400 (the local model reads text only)."""
-    if msg.content is None:
-        return ""
-    if isinstance(msg.content, str):
-        return msg.content
-    texts = []
-    for j, part in enumerate(msg.content):
-        if part.type != "text" or part.text is None:
-            raise bad_request(f"messages[{index}].content[{j}]: only text parts are supported, got type "
-                              f"{part.type!r}", param=f"messages[{index}].content[{j}].type")
-        texts.append(part.text)
-    return "".join(texts)
-
-
 def plain_messages(req: ChatCompletionRequest) -> list[dict[str, str]]:
-    """``[{role, content}]`` with text contents, refusing messages that are empty everywhere."""
-    msgs = [{"role": m.role, "content": message_text(m, i)} for i, m in enumerate(req.messages)]
+    """``[{role, content}]`` with every piece of client text in ``content`` (see `chat.validate_messages`);
+    a 400 naming the field for what cannot be scored, and for messages that are empty everywhere."""
+    raw: list[dict[str, Any]] = []
+    for i, m in enumerate(req.messages):
+        for key, value in (m.model_extra or {}).items():
+            if value not in (None, "", [], {}):
+                raise bad_request(f"messages[{i}].{key}: the guard cannot score this message field; remove it or "
+                                  "put its text in the content", param=f"messages[{i}].{key}")
+        if m.role == "tool" and m.tool_call_id is None:
+            raise bad_request(f"messages[{i}].tool_call_id: a message with role 'tool' needs the tool_call_id of "
+                              "the call it answers", param=f"messages[{i}].tool_call_id")
+        for j, call in enumerate(m.tool_calls or []):
+            cid = call.get("id")
+            if cid is not None and not (isinstance(cid, str) and re.fullmatch(TOOL_CALL_ID, cid)):
+                raise bad_request(f"messages[{i}].tool_calls[{j}].id must be an identifier (letters, digits, "
+                                  "_ . : -, at most 128)", param=f"messages[{i}].tool_calls[{j}].id")
+        content: Any = m.content
+        if isinstance(content, list):
+            content = [p.model_dump() for p in content]
+        raw.append({"role": m.role, "content": content, "name": m.name, "tool_calls": m.tool_calls,
+                    "function_call": m.function_call, "refusal": m.refusal})
+    try:
+        msgs = validate_messages(raw)
+    except ChatFormatError as e:
+        raise bad_request(str(e), param=e.param or "messages") from None
     if not any(m["content"].strip() for m in msgs if m["role"] != "system"):
         raise bad_request("messages: no user or assistant message has any text", param="messages")
     if "\x00" in "".join(m["content"] for m in msgs):

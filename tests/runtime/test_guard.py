@@ -211,12 +211,13 @@ def test_scan_batch_equals_one_by_one_and_isolates_bad_items(guard):
         assert got.risk is not None and got.risk.score == pytest.approx(ref.risk.score, abs=1e-4)
 
 
-def test_system_messages_are_encoded_but_not_watched(guard):
+def test_system_messages_are_encoded_and_watched(guard):
+    """Client-supplied system text is scored like any other role (issue 12: no unread client text)."""
     msgs = [{"role": "system", "content": "You are kind."}, {"role": "user", "content": "bread please"}]
     res = guard.scan(msgs)
     roles = {t.role for t in res.tokens}
     assert {"system", "user"} <= roles
-    assert all(not t.content for t in res.tokens if t.role == "system")
+    assert "".join(t.text for t in res.tokens if t.role == "system" and t.content) == "You are kind."
     assert any(t.content for t in res.tokens if t.role == "user")
 
 
