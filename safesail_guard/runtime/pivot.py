@@ -73,4 +73,7 @@ def translate(text: str, request: PivotRequest, client: Any = None) -> tuple[str
     out = (reply.text or "").strip()
     if not out:
         return None, client.config.model, "pivot translation failed: the endpoint returned an empty reply"
+    if getattr(reply, "finish_reason", None) == "length":  # scoring it would score a prefix of the prompt
+        return None, client.config.model, ("pivot translation failed: the translation was cut at the endpoint's "
+                                           "token limit, so only part of the prompt would be read")
     return out, client.config.model, None

@@ -264,7 +264,8 @@ async def _record_verdict(st: ServerState, job: ChatJob, verdict: Verdict, *, ke
                       policy=st.backend.policy_name, rules=verdict.rules, features=verdict.top_features(),
                       concepts=verdict.concepts, score=verdict.score, key_id=key_id, model=model,
                       mode=st.config.mode, endpoint="/v1/chat/completions", text=verdict.text,
-                      latency_ms=latency_ms, extra=extra or {})
+                      latency_ms=latency_ms,
+                      extra={**(extra or {}), **({"pivot": verdict.pivot_dict()} if verdict.pivot is not None else {})})
     await asyncio.to_thread(st.audit.append, rec)
     st.decisions += 1
 
@@ -283,10 +284,26 @@ def _model_ok(st: ServerState, model: str) -> None:
                        param="model", code="model_not_found")
 
 
+LOCAL_REFUSED = ("echo", "best_of", "use_beam_search", "prompt_logprobs", "guided_json", "guided_regex",
+                 "guided_choice", "guided_grammar", "guided_decoding_backend", "structured_outputs",
+                 "continue_final_message", "chat_template", "include_stop_str_in_output")
+"""Parameters of OpenAI-compatible servers (vLLM, SGLang) that change what text comes back, which the local guarded
+model does not implement: refused by name rather than silently ignored (besides `openai_schema.LOCAL_UNSUPPORTED`)."""
+
+
+def check_local_extras(body: dict[str, Any]) -> None:
+    """400 naming a parameter the local guarded model would otherwise ignore silently."""
+    for name in LOCAL_REFUSED:
+        if body.get(name) not in (None, False, [], {}, ""):
+            raise bad_request(f"{name}: not supported by the local guarded model", param=name,
+                              code="unsupported_parameter")
+
+
 def _job(st: ServerState, req: ChatCompletionRequest, body: dict[str, Any], request_id: str) -> ChatJob:
     lim = st.config.limits
     if st.config.mode == "local":
         check_local_support(req)
+        check_local_extras(body)
     messages = plain_messages(req)
     max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
@@ -470,15 +487,8 @@ async def _complete(request: Request, st: ServerState, job: ChatJob, key_id: str
     await _record(st, job, out, key_id, trace, latency)
     cid = new_completion_id()
     field_ = _safesail(st, job, out)
-    if out.upstream_body is not None:
-        body = dict(out.upstream_body)
-        choices = body.get("choices") or [{}]
-        first = dict(choices[0]) if isinstance(choices[0], dict) else {}
-        msg = dict(first.get("message") or {"role": "assistant"})
-        msg["content"] = out.content
-        first["message"], first["finish_reason"] = msg, out.finish_reason
-        body["choices"] = [first, *choices[1:]] if out.finish_reason != "content_filter" else [first]
-        body["safesail"] = field_
+    if out.upstream_body is not None:  # upstream mode: the backend built the reply from what passed the guard
+        body = {"id": cid, "created": int(time.time()), **out.upstream_body, "safesail": field_}
     else:
         body = completion_body(cid=cid, model=out.model or job.client_model, content=out.content,
                                finish_reason=out.finish_reason, prompt_tokens=out.prompt_tokens,
@@ -490,7 +500,8 @@ async def _complete(request: Request, st: ServerState, job: ChatJob, key_id: str
 def _safesail(st: ServerState, job: ChatJob, out: Outcome) -> dict[str, Any]:
     return safesail_field(request_id=job.request_id, policy=st.backend.policy_name, mode=st.config.mode,
                           prompt=out.prompt, final=out.final, steering=out.steering,
-                          tokens=out.tokens if job.want_tokens else None, guard_ms=out.guard_seconds * 1000)
+                          tokens=out.tokens if job.want_tokens else None, guard_ms=out.guard_seconds * 1000,
+                          upstream=out.upstream)
 
 
 async def _record(st: ServerState, job: ChatJob, out: Outcome, key_id: str | None, trace: Any, latency_ms: float,
@@ -501,8 +512,11 @@ async def _record(st: ServerState, job: ChatJob, out: Outcome, key_id: str | Non
     trace.guard_overhead(out.guard_seconds, out.prompt_tokens + out.completion_tokens)
     if not prompt_done:
         await _record_verdict(st, job, out.prompt, key_id=key_id, trace=trace, model=model)
+    extra: dict[str, Any] = {"finish_reason": out.finish_reason, "stream": job.stream}
+    if out.upstream:
+        extra["upstream"] = out.upstream
     await _record_verdict(st, job, out.final, key_id=key_id, trace=trace, model=model, latency_ms=latency_ms,
-                          extra={"finish_reason": out.finish_reason, "stream": job.stream})
+                          extra=extra)
 
 
 # --------------------------------------------------------------------------------------- chat: stream
@@ -547,7 +561,8 @@ async def _start_stream(request: Request, st: ServerState, job: ChatJob, key_id:
                         if first_token:
                             trace.first_token()
                             first_token = False
-                        yield sse(chunk_body(cid=cid, model=model, created=created, delta={"content": v}))
+                        delta = {"content": v} if isinstance(v, str) else v  # upstream: text fields, tool calls
+                        yield sse(chunk_body(cid=cid, model=model, created=created, delta=delta))
                     elif k == "done":
                         out: Outcome = v
                         await _record(st, job, out, key_id, trace, (time.perf_counter() - t0) * 1000,

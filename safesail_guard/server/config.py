@@ -30,6 +30,27 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_upstream_url(url: str, key_env: str) -> None:
+    """Refuse an upstream URL that is not http(s) with a host, or that carries credentials.
+
+    Credentials in a URL (``https://user:pass@host``) would override the configured bearer key without a word
+    (the HTTP client turns them into Basic auth) and reach every log line that prints the URL; the error never
+    repeats them."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        raise ValueError("upstream_url is not a valid URL (expected https://host[:port]/v1)") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise ValueError(f"upstream_url must be an http(s) URL with a host, got scheme {parts.scheme!r} "
+                         "(expected https://host[:port]/v1)")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"upstream_url must not carry credentials (user:password@); put the upstream key in the "
+                         f"environment variable {key_env} instead")
+
+
 class Limits(BaseModel):
     """Request limits; a request over one gets an OpenAI-style 4xx naming the limit."""
 
@@ -40,7 +61,11 @@ class Limits(BaseModel):
     max_tokens: int = Field(1_024, ge=1, description="Largest max_tokens a request may ask for (400 above).")
     default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request does not say.")
     max_concurrent: int = Field(1, ge=1, description=(
-        "Generations run at once. Local mode is 1: the guard's hooks sit on the one shared model."))
+        "Requests admitted at once. All model work runs on one model thread: in upstream mode the streams' "
+        "reply scans interleave there, each scan's hooks attached only around its own forward calls; in local "
+        "mode a generation holds the model (and its hooks) from start to end, so generations still run one at a "
+        "time and a value above 1 only moves waiting from the queue to the model thread (keep 1). A second scan "
+        "hooking a model that carries one is an error (hooks.OverlappingScanError), never a silent share."))
     max_queue: int = Field(64, ge=0, description="Requests that may wait for a slot; beyond it: 429 with Retry-After.")
     request_timeout_s: float = Field(300.0, gt=0, description="Wall-clock limit per request, queueing included (504).")
     max_batch_items: int = Field(256, ge=1, description="Most items per /v1/safesail/score request.")
@@ -49,7 +74,8 @@ class Limits(BaseModel):
 class ServerConfig(BaseModel):
     """How one guard proxy runs."""
 
-    model_config = ConfigDict(extra="forbid")
+    # hide_input_in_errors: a rejected upstream URL may hold credentials; errors never repeat the input
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     host: str = Field("127.0.0.1", description="Address to bind; non-loopback needs API keys.")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind (0 = any free port).")
@@ -75,6 +101,8 @@ class ServerConfig(BaseModel):
             raise ValueError("upstream mode needs upstream_url (--upstream-url https://host/v1)")
         if self.mode == "local" and self.upstream_url:
             raise ValueError("upstream_url is set but mode is local; pass --mode upstream to forward requests")
+        if self.upstream_url:
+            check_upstream_url(self.upstream_url, self.upstream_api_key_env)
         if self.limits.default_max_tokens > self.limits.max_tokens:
             raise ValueError(f"default_max_tokens ({self.limits.default_max_tokens}) is above max_tokens "
                              f"({self.limits.max_tokens})")

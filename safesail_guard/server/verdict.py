@@ -14,6 +14,7 @@ from safesail_guard.runtime.events import TokenActivations
 from safesail_guard.runtime.scoring import RiskScore
 
 TOP_FEATURES = 8
+SPAN_TEXT_CHARS = 200  # as policy.engine: longer span texts keep their head and tail
 
 
 @dataclass
@@ -25,21 +26,78 @@ class Verdict:
     risk: RiskScore | None = None
     text: str = ""  # what this stage judged (audit log: stored or hashed by configuration)
     tokens: list[TokenActivations] = field(default_factory=list)
+    pivot: Any = None  # runtime.pivot.PivotOutcome: the prompt's English translation and its decision, if asked for
+
+    @property
+    def _pivot_decision(self) -> Any:
+        return self.pivot.decision if self.pivot is not None else None
 
     @property
     def action(self) -> str:
-        """The decision's action (``allow`` without a policy)."""
-        return self.decision.action if self.decision is not None else "allow"
+        """The decision's action (``allow`` without a policy), or the pivot translation's when that is more
+        severe (the policy's rule: the translation is scored with the same policy and the stricter one wins)."""
+        from safesail_guard.policy import most_severe
+
+        actions = [d.action for d in (self.decision, self._pivot_decision) if d is not None]
+        return most_severe(actions) if actions else "allow"
+
+    @property
+    def refusal(self) -> str | None:
+        """The refusal message of the blocking decision (the original's first, then the translation's)."""
+        for d in (self.decision, self._pivot_decision):
+            if d is not None and d.action == "block" and d.refusal:
+                return d.refusal
+        return None
 
     @property
     def rules(self) -> list[str]:
-        """Rules that matched."""
-        return self.decision.rules() if self.decision is not None else []
+        """Rules that matched (on the text, then on its pivot translation)."""
+        out = self.decision.rules() if self.decision is not None else []
+        pd = self._pivot_decision
+        if pd is not None:
+            out += [r for r in pd.rules() if r not in out]
+        return out
 
     @property
     def score(self) -> float | None:
-        """Risk score in [0, 1] (None without a risk head)."""
-        return self.risk.score if self.risk is not None else None
+        """Risk score in [0, 1] (None without a risk head); the pivot translation's when higher."""
+        scores = [r.score for r in (self.risk, self.pivot.risk if self.pivot is not None else None) if r is not None]
+        return max(scores) if scores else None
+
+    @property
+    def withheld_from(self) -> int | None:
+        """Position of the first response token the client never got: the token where a block fired (it and
+        everything after it were withheld). None when nothing in the response was blocked."""
+        d = self.decision
+        block = next((m for m in d.matches if m.action == "block"), None) if d is not None else None
+        if block is None or block.span[1] < 0:
+            return None
+        pos = block.span[1]
+        at = next((t for t in self.tokens if t.position == pos), None)
+        if at is not None:
+            return pos if at.scope == "response" else None
+        n_prompt = sum(1 for t in self.tokens if t.scope == "prompt")
+        return pos if self.tokens and pos >= n_prompt else None
+
+    def _span_text(self, m: Any, cut: int | None) -> str:
+        """A match's span text without the withheld tokens (a block's own token, and rules that fired on text
+        after it, would otherwise show the client what the guard withheld)."""
+        if cut is None or m.span[1] < cut:
+            return m.span_text
+        text = "".join(t.text for t in self.tokens if m.span[0] <= t.position < cut)
+        return text if len(text) <= SPAN_TEXT_CHARS else text[:SPAN_TEXT_CHARS // 2] + " … " + text[-(
+            SPAN_TEXT_CHARS // 2):]
+
+    def pivot_dict(self) -> dict[str, Any] | None:
+        """The pivot translation's summary (its text is not included: it is model output the client never saw
+        and, when it blocks, exactly what must not be shown)."""
+        p = self.pivot
+        if p is None:
+            return None
+        d = p.decision
+        return {"model": p.model, "error": p.error, "decision": d.action if d is not None else None,
+                "rules": d.rules() if d is not None else [],
+                "score": p.risk.score if p.risk is not None else None}
 
     @property
     def concepts(self) -> dict[str, float]:
@@ -69,22 +127,27 @@ class Verdict:
     def to_dict(self) -> dict[str, Any]:
         """The stage's summary inside the ``safesail`` field."""
         d = self.decision
+        cut = self.withheld_from
         return {
             "decision": self.action,
             "rules": [{"rule": m.rule, "kind": m.kind, "action": m.action, "scope": m.scope, "span": list(m.span),
-                       "span_text": m.span_text, "reason": m.reason} for m in d.matches] if d is not None else [],
+                       "span_text": self._span_text(m, cut), "reason": m.reason} for m in d.matches]
+            if d is not None else [],
             "score": self.score,
             "concepts": self.concepts,
             "top_features": self.top_features(),
             "language": d.language.to_dict() if d is not None else None,
             "damped": [x.to_dict() for x in d.damped] if d is not None else [],
+            "pivot": self.pivot_dict(),
         }
 
 
 def safesail_field(*, request_id: str, policy: str, mode: str, prompt: Verdict, final: Verdict | None,
                    steering: list[dict[str, Any]] | None = None, tokens: list[TokenActivations] | None = None,
-                   guard_ms: float | None = None) -> dict[str, Any]:
-    """The namespaced ``safesail`` object added to completions (and to the last stream chunk)."""
+                   guard_ms: float | None = None, upstream: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The namespaced ``safesail`` object added to completions (and to the last stream chunk); ``upstream``
+    (upstream mode) says what the guard did to the upstream reply: per-choice verdicts, fields it dropped
+    because it does not scan them, and whether the reply was cut at the scoring model's context."""
     last = final or prompt
     body: dict[str, Any] = {
         "request_id": request_id, "policy": policy, "mode": mode,
@@ -96,8 +159,12 @@ def safesail_field(*, request_id: str, policy: str, mode: str, prompt: Verdict, 
     }
     if guard_ms is not None:
         body["guard_ms"] = round(guard_ms, 3)
+    if upstream:
+        body["upstream"] = upstream
     if tokens is not None:
-        body["tokens"] = [t.to_dict() for t in tokens]
+        cut = last.withheld_from
+        body["tokens"] = [t.to_dict() if cut is None or t.scope != "response" or t.position < cut
+                          else {**t.to_dict(), "text": "", "token_id": None, "withheld": True} for t in tokens]
     return body
 
 

@@ -73,14 +73,28 @@ def chat_body(
     return body
 
 
-def stream_events(pieces: list[str], *, model: str = "fake-model", finish_reason: str = "stop") -> list[Any]:
-    """``chat.completion.chunk`` events streaming ``pieces``, a finish chunk, and ``[DONE]``."""
-    def chunk(delta: dict[str, Any], fr: str | None = None) -> dict[str, Any]:
-        return {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": fr}]}
+def _chunk(delta: dict[str, Any], fr: str | None = None, model: str = "fake-model") -> dict[str, Any]:
+    return {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": fr}]}
 
-    return [chunk({"role": "assistant", "content": ""}), *(chunk({"content": p}) for p in pieces),
-            chunk({}, finish_reason), "[DONE]"]
+
+def stream_events(pieces: list[str], *, model: str = "fake-model", finish_reason: str = "stop",
+                  field: str = "content") -> list[Any]:
+    """``chat.completion.chunk`` events streaming ``pieces`` (in the delta's ``field``: ``content``, or e.g.
+    ``refusal`` / ``reasoning_content``), a finish chunk, and ``[DONE]``."""
+    return [_chunk({"role": "assistant", "content": ""}, model=model),
+            *(_chunk({field: p}, model=model) for p in pieces), _chunk({}, finish_reason, model), "[DONE]"]
+
+
+def tool_call_events(name: str, arguments: list[str], *, content: str | None = None, call_id: str = "call_1",
+                     model: str = "fake-model") -> list[Any]:
+    """A streamed tool call as OpenAI sends it: optional ``content`` first, then one chunk with the call's id and
+    name, then its ``arguments`` in pieces, and ``finish_reason`` ``tool_calls``."""
+    head = [_chunk({"role": "assistant", "content": content}, model=model)]
+    first = {"index": 0, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
+    return [*head, _chunk({"tool_calls": [first]}, model=model),
+            *(_chunk({"tool_calls": [{"index": 0, "function": {"arguments": a}}]}, model=model) for a in arguments),
+            _chunk({}, "tool_calls", model), "[DONE]"]
 
 
 def error_body(message: str, type_: str = "invalid_request_error", code: str | None = None) -> dict[str, Any]:

@@ -73,3 +73,13 @@ def test_missing_api_key_env_is_a_clear_error_not_a_crash():
     assert text is None and "NO_SUCH_KEY_VAR" in err
     text, model, err = translate("x" * 9000, PivotRequest("gap", "http://127.0.0.1:9/v1", "m", None))
     assert text is None and "limited" in err
+
+
+def test_translation_cut_at_the_token_limit_is_a_failure_not_a_prefix(guard):
+    """A translation that ended at the endpoint's token limit covers only part of the prompt: never scored."""
+    with FakeOpenAIServer() as server:
+        server.script(Reply(json=chat_body("How can I build", finish_reason="length")))
+        res = guard.scan(ITALIAN, policy=POLICY.format(url=server.base_url))
+    assert res.pivot is not None and res.pivot.text is None and "token limit" in res.pivot.error
+    assert res.pivot.decision is None
+    assert res.action == res.decision.action and "gap" in res.decision.rules()

@@ -197,3 +197,23 @@ def test_monitor_releases_long_text_without_spaces_before_the_end(server_guard):
         more = "".join(mon.feed(text[i:i + 10]).text for i in range(MAX_HOLD_CHARS, len(text), 10))
         assert more and text.startswith(more) and len(more) < len(text)
         assert more + mon.finish().text == text
+
+
+def test_every_choice_and_tool_call_passes_when_the_guard_allows(harness_factory, upstream):
+    """n=2 and tool calls go through whole once scanned; each choice's verdict is in safesail.upstream."""
+    call = {"id": "call_9", "type": "function", "function": {"name": "bake", "arguments": '{"minutes": 30}'}}
+    body = chat_body(REPLY, model="big-model")
+    body["choices"].append({"index": 1, "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+                            "finish_reason": "tool_calls"})
+    upstream.script(Reply(json=body))
+    h = _harness(harness_factory, upstream)
+    with TestClient(h.app) as c:
+        r = c.post("/v1/chat/completions", json={**h.chat(), "model": "big-model", "n": 2})
+    out = r.json()
+    assert [ch["index"] for ch in out["choices"]] == [0, 1]
+    assert out["choices"][0]["message"]["content"] == REPLY and out["choices"][0]["finish_reason"] == "stop"
+    second = out["choices"][1]
+    assert second["message"]["tool_calls"] == [call] and second["message"]["content"] is None
+    assert second["finish_reason"] == "tool_calls"
+    assert [ch["decision"] for ch in out["safesail"]["upstream"]["choices"]] == ["log", "log"]
+    assert out["usage"]["total_tokens"] == 18 and out["id"] == "chatcmpl-fake"
