@@ -1,7 +1,11 @@
-"""The `safesail` CLI: help, and user errors as one line on stderr with exit code 1 (no traceback)."""
+"""The `safesail` CLI: help, and user errors as one line on stderr (no traceback): exit code 1 for the pipeline
+and model commands, 2 (`EXIT_USAGE`) for the commands built on `cli/common.py`, `serve` among them."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,3 +57,50 @@ def test_train_on_corrupt_shards(tmp_path: Path) -> None:
     res = runner.invoke(app, ["train", str(shard_dir), "--out", str(tmp_path / "sae")])
     assert res.exit_code == 1 and "index.json" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "sae" / "sae.safetensors").exists()
+
+
+# -- `safesail serve` with a bad OTEL_* variable: one red line naming it, no traceback, no server -------------------
+BAD_OTEL = [
+    ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "OTEL_EXPORTER_OTLP_PROTOCOL"),
+    ({"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER"),
+    ({"OTEL_METRICS_EXPORTER": "prometheus"}, "OTEL_METRICS_EXPORTER"),
+    ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_HEADERS": "x-team=a,Bearer abc"},
+     "OTEL_EXPORTER_OTLP_HEADERS"),
+    ({"OTEL_TRACES_EXPORTER": "console", "OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "half"},
+     "OTEL_TRACES_SAMPLER_ARG"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "ftp://collector:4318"}, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_BSP_MAX_QUEUE_SIZE": "10"},
+     "OTEL_BSP_MAX_QUEUE_SIZE"),
+]
+
+
+@pytest.mark.parametrize("env, variable", BAD_OTEL, ids=[v for _, v in BAD_OTEL])
+def test_serve_bad_otel_variable_is_one_line_error(env: dict[str, str], variable: str, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    from safesail_guard.cli.common import EXIT_USAGE
+
+    def no_server(*_a: object, **_kw: object) -> None:
+        raise AssertionError("the server started despite a bad OTEL_* variable")
+
+    monkeypatch.setattr(uvicorn, "run", no_server)
+    for key in [k for k in os.environ if k.startswith("OTEL_")]:
+        monkeypatch.delenv(key)
+    res = runner.invoke(app, ["serve", "--audit-db", str(tmp_path / "audit.sqlite")], env=env)
+    assert isinstance(res.exception, SystemExit), res.exception  # not an exception out of the command
+    assert res.exit_code == EXIT_USAGE, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("error: ") and variable in lines[0] and "Traceback" not in res.stderr
+
+
+def test_serve_bad_otel_variable_real_process_stderr() -> None:
+    """The same through a real process: what a user sees on stderr is one line, exit status 2."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env["OTEL_TRACES_EXPORTER"] = "zipkin"
+    proc = subprocess.run([sys.executable, "-m", "safesail_guard.cli", "serve", "--port", "0"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.strip().count("\n") == 0
+    assert proc.stderr.startswith("error: OTEL_TRACES_EXPORTER='zipkin': unknown exporter 'zipkin'")

@@ -11,18 +11,33 @@ except inside `AuditLog.purge_before`'s transaction. Triggers make the log appen
 Triggers guard against accidents and bugs in this process, not against someone with write access to the file
 (who can drop them): protect the file with permissions, and ship it elsewhere if tamper evidence matters.
 
+Permissions: the log may hold full prompts and responses (``store_text="full"``), so `connect` creates the file
+0600 and any directory it has to create 0700, whatever the umask; SQLite gives the ``-wal`` and ``-shm`` files
+the main file's mode. An existing file that group or others may read or write is reported with a warning on
+the ``safesail.audit`` logger and left as it is (see `_warn_if_shared`).
+
 The schema version is ``PRAGMA user_version``; the file is tagged with ``PRAGMA application_id``.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
 import sqlite3
+import stat
 from pathlib import Path
 
 from safesail_guard.audit.config import AuditError
 
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x53534147  # "SSAG": safesail audit guard
+FILE_MODE = 0o600
+"""Mode of a new audit log (and so of its -wal/-shm files): owner read/write only."""
+DIR_MODE = 0o700
+"""Mode of each directory `connect` creates for a new audit log."""
+
+log = logging.getLogger("safesail.audit")
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS records (
@@ -81,9 +96,15 @@ def connect(path: Path, *, synchronous: str, busy_timeout_s: float) -> sqlite3.C
     if path.is_dir():
         raise AuditError(f"{path} is a directory; the audit log path must name a file")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_private_dirs(path.parent)
     except OSError as exc:
         raise AuditError(f"cannot create the directory of the audit log {path}: {exc}") from exc
+    try:
+        created = _create_private_file(path)
+    except OSError as exc:
+        raise AuditError(f"cannot create the audit log {path}: {exc}") from exc
+    if not created:
+        _warn_if_shared(path)
     try:
         con = sqlite3.connect(str(path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
@@ -97,6 +118,59 @@ def connect(path: Path, *, synchronous: str, busy_timeout_s: float) -> sqlite3.C
         con.close()
         raise
     return con
+
+
+def _make_private_dirs(directory: Path) -> None:
+    """Create ``directory`` and its missing parents, each 0700 whatever the umask (existing ones are untouched;
+    ``Path.mkdir(parents=True)`` would give the parents the umask's default mode)."""
+    missing: list[Path] = []
+    d = directory
+    while not d.exists() and d != d.parent:
+        missing.append(d)
+        d = d.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=DIR_MODE)
+        except FileExistsError:  # another process made it first: its mode is its creator's business
+            continue
+        os.chmod(d, DIR_MODE)  # mkdir's mode is masked by the umask
+    if not directory.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(directory))
+
+
+def _create_private_file(path: Path) -> bool:
+    """Create ``path`` empty with mode 0600 (an empty file is an empty SQLite database); False if it exists.
+
+    Created here rather than by SQLite, which would use 0644 minus the umask; SQLite then creates the -wal and
+    -shm files with this file's mode.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, FILE_MODE)
+    except FileExistsError:
+        return False
+    try:
+        os.fchmod(fd, FILE_MODE)  # the umask may have removed owner bits from os.open's mode
+    finally:
+        os.close(fd)
+    return True
+
+
+def _warn_if_shared(path: Path) -> None:
+    """Warn when an existing log (or its -wal/-shm file) is readable or writable by group or others.
+
+    Reported, not changed: sharing the log with an auditors' group may be deliberate, a chmod on every open
+    would undo that, and the opener need not own the file (``safesail audit list`` run by such an auditor).
+    A log this code created is 0600, so the warning is about files from older versions or changed by hand.
+    """
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = stat.S_IMODE(p.stat().st_mode)
+        except OSError:
+            continue
+        if mode & 0o077:
+            log.warning("the audit log file %s has mode %04o: group or others can access it, and it may hold "
+                        "prompts and responses; restrict it with: chmod 600 %s", p, mode, p)
 
 
 def connect_reader(path: Path, *, busy_timeout_s: float) -> sqlite3.Connection:

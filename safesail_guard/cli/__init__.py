@@ -1,7 +1,9 @@
 """The `safesail` command line. Thin: one function per command, heavy imports inside commands.
 
 Sub-apps live in sibling modules (`model`, `pairs`, `sae`) and are attached here.
-User errors print one line to stderr and exit 1; tracebacks are for bugs only.
+User errors print one line to stderr (one per problem) and exit non-zero: 2 (`common.EXIT_USAGE`) for the
+commands built on `cli/common.py` (serve, score, inspect, chat, db, policy, audit), 1 for the pipeline, model
+and pairs commands; tracebacks are for bugs only.
 """
 
 from __future__ import annotations

@@ -47,13 +47,47 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     return (NeuronDBError, ModelLoadError, ValueError, OSError)
 
 
+def text_problem(text: str, what: str) -> str | None:
+    """Why ``text`` cannot be scanned, naming it as ``what``, or None when it can.
+
+    A lone UTF-16 surrogate is not a character: a JSON or YAML ``"\\ud800"`` escape without its pair puts one
+    in a str, and so do bytes that are not UTF-8 in a command-line argument (Python decodes argv with
+    ``surrogateescape``). No tokenizer can encode it, and the error it raises names nothing the user typed.
+    """
+    from safesail_guard.chat import ChatFormatError
+    from safesail_guard.chat import check_text as _check_text
+
+    try:
+        _check_text(text, what)
+    except ChatFormatError as exc:
+        return str(exc)
+    return None
+
+
+def check_text(text: str, what: str) -> None:
+    """`fail` when ``text`` cannot be scanned (see `text_problem`)."""
+    problem = text_problem(text, what)
+    if problem is not None:
+        fail(problem)
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn bad-input exceptions raised inside the block into `fail`."""
     try:
         yield
     except user_error_types() as exc:
-        fail(str(exc))
+        fail(_surrogate_message(exc) or str(exc))
+
+
+def _surrogate_message(exc: BaseException) -> str | None:
+    """A clear message for text with a lone surrogate that reached an encoder (SQLite, a tokenizer...), whose
+    own ``'utf-8' codec can't encode character '\\ud800' ...`` does not say which text; None for other errors."""
+    if not (isinstance(exc, UnicodeEncodeError) and isinstance(exc.object, str)
+            and 0xD800 <= ord(exc.object[exc.start]) <= 0xDFFF):
+        return None
+    shown = exc.object if len(exc.object) <= 60 else exc.object[:57] + "..."
+    return text_problem(exc.object, f"the text {shown!r}")
 
 
 @contextmanager

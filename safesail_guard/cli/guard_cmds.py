@@ -1,7 +1,9 @@
 """Runtime guard commands: `score` (JSONL batch), `inspect` (per-token table), `chat` (terminal chat).
 
 Each command builds a `Guard` from ``--db`` (default: the shipped database) and ``--model`` (default: the
-embedded SmolLM2); a database built for another model is refused. Bad input prints one red line, exit 2.
+embedded SmolLM2); a database built for another model is refused. Bad input prints one red line, exit 2; text
+that cannot be scanned (a lone surrogate, see `common.text_problem`) is refused naming the argument (or, in
+`chat`, the turn; in `score`, the input line) before it reaches the tokenizer.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from typing import Annotated, Any
 
 import typer
 
+from safesail_guard.cli.common import check_text, text_problem, user_error_types, user_errors
 from safesail_guard.cli.common import fail as _fail
-from safesail_guard.cli.common import user_error_types, user_errors
 
 DB_HELP = "Neuron database directory (default: the shipped database for the embedded model)."
 MODEL_HELP = "'embedded', a HF model directory, a .gguf file, or a cached HF id (must match the database)."
@@ -56,7 +58,7 @@ def score(
             lines = input_path.read_text(encoding="utf-8", errors="strict").splitlines()
     except UnicodeDecodeError as e:
         _fail(f"{input_path}: not UTF-8 text ({e})")
-    items = list(parse_jsonl(lines))
+    items = list(parse_jsonl(lines))  # a record with a lone surrogate becomes an error record naming its line
     if not items:
         _fail(f"{input_path}: no records (expected one JSON object per line)")
     with user_errors():
@@ -65,7 +67,8 @@ def score(
     from tqdm import tqdm
 
     bar = tqdm(total=len(items), desc="scoring", unit="prompt", disable=quiet, file=sys.stderr)
-    records = score_items(guard, items, policy=compiled, batch_size=batch_size, progress=bar.update)
+    with user_errors():
+        records = score_items(guard, items, policy=compiled, batch_size=batch_size, progress=bar.update)
     bar.update(len(items) - bar.n)
     bar.close()
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -103,6 +106,9 @@ def inspect(
 
     if not text.strip():
         _fail("TEXT is empty")
+    check_text(text, "TEXT")
+    if response is not None:
+        check_text(response, "--response")
     with user_errors():
         guard = _guard(db, model, firing)
         result = guard.scan(text, policy=policy, response=response)
@@ -147,6 +153,8 @@ def chat(
 
     from safesail_guard.runtime.generation import GuardedModel
 
+    if system is not None:
+        check_text(system, "--system")
     console = Console()
     with user_errors():
         gm = GuardedModel(_guard(db, model, firing), policy)
@@ -158,12 +166,19 @@ def chat(
         except (EOFError, KeyboardInterrupt):
             console.print()
             return
+        except UnicodeDecodeError:  # the terminal sent bytes that are not UTF-8
+            _chat_error(console, "the input is not UTF-8 text; the line was ignored")
+            continue
         if line.strip() in ("/quit", "/exit"):
             return
         if line.strip() == "/reset":
             history = history[:1] if system else []
             continue
         if not line.strip():
+            continue
+        problem = text_problem(line, "the message")
+        if problem is not None:
+            _chat_error(console, f"{problem}; the line was ignored")
             continue
         history.append({"role": "user", "content": line})
         console.print("[bold green]bot>[/bold green] ", end="")
@@ -175,7 +190,8 @@ def chat(
                 else:
                     gen = ev.generation
         except user_error_types() as e:
-            console.print(f"\n[red]error:[/red] {e}")
+            console.print()
+            _chat_error(console, str(e))
             history.pop()
             continue
         console.print()
@@ -185,6 +201,13 @@ def chat(
         if gen.decision is not None and gen.decision.action != "allow":
             console.print(f"[yellow]{gen.decision.explain()}[/yellow]")
         history.append({"role": "assistant", "content": gen.text})
+
+
+def _chat_error(console: Any, message: str) -> None:
+    """A red ``error:`` line in the chat; the message is shown as plain text (it may quote user text)."""
+    from rich.text import Text
+
+    console.print(Text("error: ", style="red") + Text(message))
 
 
 def register(app: typer.Typer) -> None:

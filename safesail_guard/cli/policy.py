@@ -126,11 +126,32 @@ def test_cmd(
         with _user_errors():
             cases = load_cases(cases_file)
             check_expected_rules(cases, compiled)
+            _check_case_texts(cases)
         scanner = _make_scanner(handle, model)
-        results = run_cases(cases, compiled, scanner)
+        with _user_errors():  # what the guard refuses in a case (e.g. a bad message) is bad input too
+            results = run_cases(cases, compiled, scanner)
     failed = report(results, compiled, as_json=as_json)
     if failed:
         raise typer.Exit(EXIT_MISMATCH)
+
+
+def _check_case_texts(cases: Any) -> None:
+    """`PolicyError` (``file:line: field: message``) for case text the guard cannot scan (a lone surrogate from a
+    ``"\\ud800"`` escape): found here, before the model loads, and named by its line."""
+    from safesail_guard.cli.common import text_problem
+    from safesail_guard.policy.loader import PolicyError, SourceMap
+
+    source = cases._source if isinstance(cases._source, SourceMap) else SourceMap("<cases>", None)
+    issues = []
+    for i, case in enumerate(cases.cases):
+        texts: list[tuple[tuple[Any, ...], Any]] = [(("prompt",), case.prompt), (("response",), case.response)]
+        texts += [(("messages", j, "content"), m.get("content")) for j, m in enumerate(case.messages or ())]
+        for loc, text in texts:
+            problem = text_problem(text, f"case {case.name!r}") if isinstance(text, str) else None
+            if problem is not None:
+                issues.append(source.issue(("cases", i, *loc), problem))
+    if issues:
+        raise PolicyError(issues)
 
 
 def _make_scanner(handle: NeuronDB, model: str) -> Scanner:

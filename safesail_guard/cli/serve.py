@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -40,6 +42,7 @@ def serve(
     from safesail_guard.audit import AuditConfig
     from safesail_guard.server.auth import KeyStore
     from safesail_guard.server.config import Limits, ServerConfig, is_loopback
+    from safesail_guard.telemetry import configure_telemetry
 
     with user_errors():
         audit_kw = {"store_text": audit_text, "retention_days": retention_days}
@@ -56,12 +59,20 @@ def serve(
         if not is_loopback(cfg.host) and not keys.enabled:
             fail(f"refusing to bind {cfg.host} without API keys: anyone on the network could use the model. "
                  f"Pass --api-keys-file or set ${cfg.api_keys_env}, or bind 127.0.0.1")
-        check_policy(cfg)
-    if threads is not None:
-        import torch
+        # before the policy check (which reads the database): a bad OTEL_* variable is a TelemetryConfigError
+        # (a ValueError naming the variable), so it becomes one red line here, not a traceback from run_server
+        handle = configure_telemetry() if cfg.telemetry else None
+    try:
+        with user_errors():
+            check_policy(cfg)
+        if threads is not None:
+            import torch
 
-        torch.set_num_threads(threads)
-    run_server(cfg, keys, log_level=log_level)
+            torch.set_num_threads(threads)
+        run_server(cfg, keys, handle, log_level=log_level)
+    finally:
+        if handle is not None:
+            handle.shutdown()
 
 
 def check_policy(cfg: object) -> None:
@@ -80,28 +91,53 @@ def check_policy(cfg: object) -> None:
         check_no_steering(compiled)
 
 
-def run_server(cfg: object, keys: object, *, log_level: str = "info") -> None:
-    """Configure telemetry, print the banner, and run uvicorn until interrupted."""
-    import logging
-
+def run_server(cfg: object, keys: object, handle: object | None, *, log_level: str = "info") -> None:
+    """Print the banner and run uvicorn until interrupted; ``handle`` is the configured telemetry (the caller
+    shuts it down)."""
     import uvicorn
 
     from safesail_guard.server.app import create_app
-    from safesail_guard.telemetry import configure_telemetry
 
-    handle = configure_telemetry() if cfg.telemetry else None  # type: ignore[attr-defined]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    redact_url_credentials_in_logs()
     app = create_app(cfg, keys=keys)  # type: ignore[arg-type]
     base = f"http://{_url_host(cfg.host)}:{cfg.port}"  # type: ignore[attr-defined]
-    typer.echo(_banner(cfg, base, handle.describe() if handle is not None else "telemetry off", keys))
-    try:
-        # keep-alive longer than uvicorn's 5 s default: a client that reuses a connection just as the server
-        # closes it sees "Server disconnected without sending a response" (seen once in the load benchmark)
-        uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=log_level,  # type: ignore[attr-defined]
-                    timeout_keep_alive=30)
-    finally:
-        if handle is not None:
-            handle.shutdown()
+    telemetry = handle.describe() if handle is not None else "telemetry off"  # type: ignore[attr-defined]
+    typer.echo(_banner(cfg, base, telemetry, keys))
+    # keep-alive longer than uvicorn's 5 s default: a client that reuses a connection just as the server
+    # closes it sees "Server disconnected without sending a response" (seen once in the load benchmark)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=log_level,  # type: ignore[attr-defined]
+                timeout_keep_alive=30)
+
+
+class RedactUrlCredentials(logging.Filter):
+    """Remove ``user:password@`` from URLs in a logger's records.
+
+    httpx logs every request at INFO as ``HTTP Request: POST http://user:password@host/v1/chat/completions``,
+    and the INFO level `run_server` sets lets that into the server log: an ``--upstream-url`` that carries
+    credentials would be written out on every upstream call.
+    """
+
+    _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = self._USERINFO.sub("", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+REDACTED_LOGGERS = ("httpx", "httpcore")
+"""Loggers whose records `redact_url_credentials_in_logs` cleans (the HTTP client of upstream mode)."""
+
+
+def redact_url_credentials_in_logs() -> None:
+    """Add `RedactUrlCredentials` to the `REDACTED_LOGGERS` (once)."""
+    for name in REDACTED_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactUrlCredentials) for f in logger.filters):
+            logger.addFilter(RedactUrlCredentials())
 
 
 def _url_host(host: str) -> str:

@@ -9,7 +9,8 @@ Only the server entry point calls :func:`configure_telemetry`; everything else u
 - ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER``: comma lists of ``otlp``, ``console``, ``none``.
 - ``OTEL_EXPORTER_OTLP_ENDPOINT`` (base URL, ``/v1/traces`` and ``/v1/metrics`` are appended) and the
   per-signal ``OTEL_EXPORTER_OTLP_{TRACES,METRICS}_ENDPOINT`` (used as given); the same pattern for
-  ``_HEADERS``, ``_TIMEOUT`` (milliseconds, as the specification says; the Python exporter's own reading is
+  ``_HEADERS`` (``name=value`` pairs, values percent-encoded; a malformed entry is an error that never shows the
+  value), ``_TIMEOUT`` (milliseconds, as the specification says; the Python exporter's own reading is
   seconds, so we pass the converted value explicitly) and ``_COMPRESSION`` (``gzip``, ``deflate``, ``none``).
 - ``OTEL_EXPORTER_OTLP_PROTOCOL`` (and per signal): only ``http/protobuf``; ``grpc`` and ``http/json`` raise
   :class:`TelemetryConfigError` because those exporters are not installed.
@@ -28,6 +29,7 @@ unexported telemetry costs nothing. :meth:`TelemetryHandle.describe` says which 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -256,8 +258,10 @@ def _int_ms(env: Mapping[str, str], key: str, default: int) -> int:
     return value
 
 
-def _signal_value(env: Mapping[str, str], upper: str, suffix: str) -> str:
-    return _get(env, f"OTEL_EXPORTER_OTLP_{upper}_{suffix}") or _get(env, f"OTEL_EXPORTER_OTLP_{suffix}")
+def _signal_key(env: Mapping[str, str], upper: str, suffix: str) -> str:
+    """The variable that sets ``suffix`` for a signal: the per-signal one when set, else the general one."""
+    specific = f"OTEL_EXPORTER_OTLP_{upper}_{suffix}"
+    return specific if _get(env, specific) else f"OTEL_EXPORTER_OTLP_{suffix}"
 
 
 def otlp_endpoint(env: Mapping[str, str], signal: str) -> str:
@@ -273,34 +277,84 @@ def otlp_endpoint(env: Mapping[str, str], signal: str) -> str:
 def _otlp_options(env: Mapping[str, str], signal: str) -> tuple[dict[str, Any], ExporterTarget]:
     """Keyword arguments for an OTLP/HTTP exporter of ``signal``, and its banner description."""
     from opentelemetry.exporter.otlp.proto.http import Compression
-    from opentelemetry.util.re import parse_env_headers
 
     upper = _SIGNALS[signal]
     endpoint = otlp_endpoint(env, signal)
-    parts = urlsplit(endpoint)
+    endpoint_key = _signal_key(env, upper, "ENDPOINT")
+    try:
+        parts = urlsplit(endpoint)
+        _ = parts.port  # raises for a port that is not a number in range
+    except ValueError as exc:
+        raise TelemetryConfigError(f"{endpoint_key}: the OTLP {signal} endpoint {_redact(endpoint)!r} is not a "
+                                   f"valid URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise TelemetryConfigError(f"OTLP {signal} endpoint {_redact(endpoint)!r} is not an http(s) URL")
-    compression = (_signal_value(env, upper, "COMPRESSION") or "none").lower()
+        raise TelemetryConfigError(f"{endpoint_key}: the OTLP {signal} endpoint {_redact(endpoint)!r} is not an "
+                                   "http(s) URL")
+    compression_key = _signal_key(env, upper, "COMPRESSION")
+    compression = (_get(env, compression_key) or "none").lower()
     valid = [c.value for c in Compression]
     if compression not in valid:
-        raise TelemetryConfigError(f"OTLP compression {compression!r} is not supported; valid: {', '.join(valid)}")
-    timeout_key = (f"OTEL_EXPORTER_OTLP_{upper}_TIMEOUT" if _get(env, f"OTEL_EXPORTER_OTLP_{upper}_TIMEOUT")
-                   else "OTEL_EXPORTER_OTLP_TIMEOUT")
-    timeout_ms = _int_ms(env, timeout_key, DEFAULT_OTLP_TIMEOUT_MS)
-    headers = dict(parse_env_headers(_signal_value(env, upper, "HEADERS"), liberal=True))
+        raise TelemetryConfigError(f"{compression_key}={compression!r} is not supported; valid: {', '.join(valid)}")
+    timeout_ms = _int_ms(env, _signal_key(env, upper, "TIMEOUT"), DEFAULT_OTLP_TIMEOUT_MS)
+    headers = _otlp_headers(env, upper)
     options = {"endpoint": endpoint, "headers": headers, "timeout": timeout_ms / 1000,
                "compression": Compression(compression)}
     return options, ExporterTarget("otlp", _redact(endpoint), compression)
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+"""An HTTP header name (an RFC 9110 token)."""
+_HEADER_SPLIT = re.compile(r"[ \t]*,[ \t]*")
+
+
+def _otlp_headers(env: Mapping[str, str], upper: str) -> dict[str, str]:
+    """The OTLP headers of a signal: ``name=value`` pairs separated by commas, values percent-encoded.
+
+    Stricter than the SDK's parser, which skips a malformed entry with a warning that prints the entry, and so
+    can print a credential into the server log, and which lets through values that the HTTP client rejects
+    later, at every export, with the value in its error. Here a malformed entry is a `TelemetryConfigError`
+    that names the variable and the entry's position, never its value. Names are lowercased (as the SDK does).
+    """
+    from urllib.parse import unquote
+
+    key = _signal_key(env, upper, "HEADERS")
+    raw = _get(env, key)
+    entries = [e for e in _HEADER_SPLIT.split(raw) if e.strip()] if raw else []
+    headers: dict[str, str] = {}
+    for i, entry in enumerate(entries, 1):
+        name, sep, value = entry.partition("=")
+        name = unquote(name).strip()
+        where = f"{key}: entry {i} of {len(entries)}"
+        if not sep or not _HEADER_NAME.fullmatch(name):
+            raise TelemetryConfigError(f"{where} is not name=value with a valid header name (the entry is not "
+                                       "shown: it may hold a credential); write name=value pairs separated by "
+                                       "commas, with percent-encoded values (e.g. authorization=Bearer%20TOKEN)")
+        try:
+            decoded = unquote(value.strip(), errors="strict")
+        except UnicodeDecodeError:
+            decoded = None
+        if decoded is None or any(not (ch == "\t" or " " <= ch <= "~" or "\xa0" <= ch <= "\xff") for ch in decoded):
+            raise TelemetryConfigError(f"{where} (header {name.lower()!r}): the value holds characters an HTTP "
+                                       "header cannot carry (control characters, or non-Latin-1 text); the value "
+                                       "is not shown: it may hold a credential")
+        headers[name.lower()] = decoded.strip()
+    return headers
+
+
 def _redact(url: str) -> str:
-    """``url`` without user:password@ (banner lines and errors must not leak credentials)."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
+    """``url`` without user:password@ and with its query string's values hidden (banner lines and errors must
+    not leak credentials, and some collectors take a key as a query parameter)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # cannot tell where the credentials are: show none of it
+        return "<unparsable URL>"
+    query = parts.query
+    if query:
+        query = "&".join(f"{p.partition('=')[0]}=..." if "=" in p else "..." for p in query.split("&"))
+    if parts.username is None and parts.password is None and query == parts.query:
         return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def _sampler(env: Mapping[str, str]) -> Any:
@@ -340,18 +394,26 @@ def _tracer_provider(env: Mapping[str, str], resource: Any, names: Sequence[str]
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
             options, target = _otlp_options(env, "traces")
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(**options), **_bsp_options(env)))
+            bsp = _bsp_options(env)
+            try:
+                processor = BatchSpanProcessor(OTLPSpanExporter(**options), **bsp)
+            except ValueError as exc:  # e.g. a batch size larger than the queue
+                keys = ", ".join(k for k in _BSP_KEYS if _get(env, k)) or "OTEL_BSP_*"
+                raise TelemetryConfigError(f"{keys}: {exc}") from None
+            provider.add_span_processor(processor)
             targets.append(target)
     if extra is not None:
         provider.add_span_processor(SimpleSpanProcessor(extra))
     return provider, targets
 
 
+_BSP_KEYS = {"OTEL_BSP_SCHEDULE_DELAY": "schedule_delay_millis", "OTEL_BSP_MAX_QUEUE_SIZE": "max_queue_size",
+             "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "max_export_batch_size",
+             "OTEL_BSP_EXPORT_TIMEOUT": "export_timeout_millis"}
+
+
 def _bsp_options(env: Mapping[str, str]) -> dict[str, Any]:
-    keys = {"OTEL_BSP_SCHEDULE_DELAY": "schedule_delay_millis", "OTEL_BSP_MAX_QUEUE_SIZE": "max_queue_size",
-            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "max_export_batch_size",
-            "OTEL_BSP_EXPORT_TIMEOUT": "export_timeout_millis"}
-    return {arg: _int_ms(env, key, 1) for key, arg in keys.items() if _get(env, key)}
+    return {arg: _int_ms(env, key, 1) for key, arg in _BSP_KEYS.items() if _get(env, key)}
 
 
 def _meter_provider(env: Mapping[str, str], resource: Any, names: Sequence[str], extra: Any, interval: int,

@@ -153,6 +153,9 @@ def test_default_db_follows_the_environment(db: Path, monkeypatch: pytest.Monkey
     (["list", "--action", "deny"], "unknown action 'deny'; valid: allow, log, steer, flag, block"),
     (["list", "--stage", "output"], "unknown stage 'output'"),
     (["list", "--since", "0001-01-01"], "--since: '0001-01-01' is out of range"),
+    # a lone surrogate (a non-UTF-8 byte in argv): named, not "'utf-8' codec can't encode character"
+    (["list", "--rule", "weapons\udcff"], "the text 'weapons\\udcff' contains a lone surrogate (U+DCFF)"),
+    (["list", "--key", "\ud800"], "the text '\\ud800' contains a lone surrogate (U+D800) at character 0"),
 ])
 def test_bad_options_exit_2(db: Path, args: list[str], message: str) -> None:
     res = run(*args, "--db", str(db))

@@ -128,6 +128,17 @@ def test_otlp_options_headers_timeout_compression() -> None:
     assert metrics["headers"] == {"x-m": "2"} and metrics["compression"].value == "none"
 
 
+def test_otlp_headers_accept_what_the_sdk_accepts() -> None:
+    """Own parser (it refuses malformed entries without printing them: tests/redteam/test_secrets.py); the
+    forms the SDK's liberal parser reads still work: spaces around entries and in values, percent-encoding."""
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": LOCAL,
+           "OTEL_EXPORTER_OTLP_HEADERS": " X-Team = a b ,Authorization=Bearer%20t%2Cu,, x-empty= "}
+    options, _ = _otlp_options(env, "traces")
+    assert options["headers"] == {"x-team": "a b", "authorization": "Bearer t,u", "x-empty": ""}
+    with pytest.raises(TelemetryConfigError, match=r"OTEL_EXPORTER_OTLP_HEADERS: entry 2 of 2 \(header 'x-b'\)"):
+        _otlp_options({**env, "OTEL_EXPORTER_OTLP_HEADERS": "x-a=1,x-b=%0A"}, "traces")
+
+
 def test_describe_never_shows_credentials_or_headers(configure) -> None:
     h = configure({"OTEL_EXPORTER_OTLP_ENDPOINT": "https://user:s3cret@collector.example:4318",
                    "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer%20s3cret"})
