@@ -1,8 +1,18 @@
 """Neuron database (installed as `safesail_neuron_db`): the contract between the offline and online halves.
 
 The offline pipeline (`safesail build-db`) writes one with `DatabaseWriter`; the guard and `safesail db ...`
-read it with `NeuronDB`. One database = one model + one hook site + several layers. Importing this package
-does not import torch (only `DatabaseWriter.add_encoder` and `NeuronDB.encoder` need it).
+read it with `NeuronDB`. One database = one model + one hook site + several layers. This package is a leaf: it
+imports neither the guard (`safesail_guard`) nor the pipeline (`safesail_training`); both import it (enforced by
+the import contracts in ``pyproject.toml``, see ``docs/architecture.md``).
+
+Modules, one concept each: `records` (the record types and feature ids), `manifest` (``manifest.json``, file
+names, schema version), `features_sqlite` (the feature tables), `encoders` (``encoders.safetensors``),
+`competition` (``competition.safetensors``, the guard's exact-TopK rows), `tensor_file` (canonical safetensors
+bytes), `fileio` (checksums and atomic writes), `publish` (atomic directory swap, `add_files`), `writer`
+(`DatabaseWriter`), `database` (`NeuronDB`), `export` (JSONL/CSV), `errors`.
+
+Importing this package does not import torch (only `DatabaseWriter.add_encoder`, `NeuronDB.encoder`,
+`NeuronDB.competition` and the `competition` module need it).
 """
 
 from safesail_neuron_db.database import DEFAULT_DATABASE, FeatureView, NeuronDB, SearchHit, default_database_path

@@ -1,5 +1,11 @@
 """`NeuronDB`: read-only access to a database directory written by `DatabaseWriter`.
 
+How it connects: `load_manifest` (`safesail_neuron_db.manifest`) and the checksums come first; the feature
+tables (`safesail_neuron_db.features_sqlite`) come back as `FeatureView`s built from the records of
+`safesail_neuron_db.records`; encoder rows and the competition file are read by `safesail_neuron_db.encoders`
+and `safesail_neuron_db.competition`. The guard (`safesail_guard.runtime`), the CLI's ``safesail db`` and the
+pipeline's reports are the readers; this module imports neither of them.
+
 SQLite is opened with ``mode=ro&immutable=1``: no locks, no journal, nothing written - any number of
 processes can read at once, also from a read-only filesystem (an installed wheel). The database must therefore
 never change while open; `DatabaseWriter.finish` replaces whole directories, so an open reader keeps the old
@@ -19,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from safesail_guard.fileio import sha256_file
+from safesail_neuron_db.encoders import read_encoder
 from safesail_neuron_db.errors import (
     ChecksumError,
     CorruptDatabaseError,
@@ -28,6 +34,7 @@ from safesail_neuron_db.errors import (
     ModelMismatchError,
     SchemaVersionError,
 )
+from safesail_neuron_db.fileio import sha256_file
 from safesail_neuron_db.manifest import (
     COMPETITION_FILE,
     ENCODERS_FILE,
@@ -37,8 +44,7 @@ from safesail_neuron_db.manifest import (
     Manifest,
     load_manifest,
 )
-from safesail_neuron_db.writer import ENCODER_FIELDS
-from safesail_training.db_types import (
+from safesail_neuron_db.records import (
     ActivationExample,
     ConceptHit,
     Explanation,
@@ -366,7 +372,7 @@ class NeuronDB:
         try:
             layer, latent = parse_feature_id(fid)
         except ValueError:
-            hint = " (feature ids look like '<layer>_<latent>', e.g. '14_4828')"
+            hint = " (feature ids look like '<layer>_<latent>', e.g. '14_4141')"
         else:
             hint = ""
             same = [(abs(lat - latent), i) for i in ids for ly, lat in [parse_feature_id(i)] if ly == layer]
@@ -416,19 +422,7 @@ class NeuronDB:
         return dict(self._encoder_cache[layer])
 
     def _load_encoder(self, layer: int) -> dict[str, Tensor]:
-        from safetensors import SafetensorError, safe_open
-
-        path = self.path / ENCODERS_FILE
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                meta = f.metadata() or {}
-                out = {name: f.get_tensor(f"layers.{layer}.{name}") for name in ENCODER_FIELDS}
-        except (SafetensorError, OSError, KeyError) as e:
-            raise CorruptDatabaseError(f"{path}: cannot read layer {layer} ({e})") from e
-        if meta.get("model_fingerprint") != self.fingerprint or meta.get("schema_version") != str(SCHEMA_VERSION):
-            raise CorruptDatabaseError(f"{path}: metadata {meta} does not match the manifest (model fingerprint "
-                                       f"{self.fingerprint[:16]}, schema {SCHEMA_VERSION})")
-        return out
+        return read_encoder(self.path / ENCODERS_FILE, layer, self.fingerprint)
 
     # ------------------------------------------------------------ optional files
     def has_file(self, name: str) -> bool:
@@ -449,23 +443,6 @@ class NeuronDB:
             return None
         if layer not in self.manifest.layers:
             raise LayerNotFoundError(f"no encoder for layer {layer} in {self.path}; layers here: {self.layers}")
-        from safetensors import SafetensorError, safe_open
+        from safesail_neuron_db.competition import read_competition  # imports torch
 
-        path = self.path / COMPETITION_FILE
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                meta = f.metadata() or {}
-                q = f.get_tensor(f"layers.{layer}.W_q")
-                r = f.get_tensor(f"layers.{layer}.W_r")
-                scale = f.get_tensor(f"layers.{layer}.scale")
-                b_enc = f.get_tensor(f"layers.{layer}.b_enc")
-        except (SafetensorError, OSError, KeyError) as e:
-            raise CorruptDatabaseError(f"{path}: cannot read layer {layer} ({e})") from e
-        if meta.get("model_fingerprint") != self.fingerprint:
-            raise CorruptDatabaseError(f"{path}: built for another model than the manifest's")
-        import torch
-
-        from safesail_guard.runtime.competition import QuantizedRows
-
-        W = QuantizedRows(q, scale.float(), r).dequantize(torch.float16)
-        return {"W_enc": W, "b_enc": b_enc.float(), "k": int(meta.get(f"layers.{layer}.k", "0"))}
+        return read_competition(self.path / COMPETITION_FILE, layer, self.fingerprint)

@@ -1,7 +1,8 @@
 """``manifest.json``: what a database directory holds and for which model, plus the checksums of its files.
 
-The manifest is written last by `DatabaseWriter.finish` and read first by `NeuronDB.open`. It holds no
-timestamps and no absolute paths, so two builds of the same content give byte-identical manifests.
+The manifest is written last (by `safesail_neuron_db.publish`, for `DatabaseWriter.finish` and `add_files`) and
+read first by `NeuronDB.open`; this module also names the database's files and its `SCHEMA_VERSION`. A manifest
+holds no timestamps and no absolute paths, so two builds of the same content give byte-identical manifests.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from safesail_guard.fileio import read_json_object
 from safesail_neuron_db.errors import (
     BUILD_HINT,
     DatabaseNotFoundError,
     ManifestError,
     SchemaVersionError,
 )
+from safesail_neuron_db.fileio import read_json_object
 
 SCHEMA_VERSION = 1
 """Version of the on-disk database format written by `DatabaseWriter`."""

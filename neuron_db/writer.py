@@ -1,4 +1,5 @@
-"""`DatabaseWriter`: collect encoders and feature records, then write a database directory in one atomic step.
+"""`DatabaseWriter`: collect encoders and feature records, validate them, then write a database directory in one
+atomic step.
 
 Layout written by `finish` (see `safesail_neuron_db.manifest` for the manifest fields)::
 
@@ -6,47 +7,45 @@ Layout written by `finish` (see `safesail_neuron_db.manifest` for the manifest f
     <directory>/features.sqlite         features / concepts / examples / scores tables + FTS5 index `search`
     <directory>/encoders.safetensors    layers.<L>.{latents, W_enc, b_enc, threshold, W_dec, b_dec}
 
-Determinism: rows are inserted in (layer, latent) order into a fresh SQLite file with a fixed page size, the
-FTS index is optimized and the file VACUUMed; the safetensors file is serialized here (sorted header, fixed
-tensor order) rather than by the library, whose metadata order varies between processes. With the same SQLite
-library, the same content therefore gives byte-identical files. Nothing time- or path-dependent is stored.
+This module holds the checks (every record is validated when added, and the whole set once more before
+writing: ids, finite numbers, concepts, statuses, one encoder row per feature, no absolute paths in stored
+configs). Each file has its own module: `safesail_neuron_db.features_sqlite` (tables and rows),
+`safesail_neuron_db.encoders` (encoder rows), `safesail_neuron_db.manifest`; `safesail_neuron_db.publish` swaps
+the finished directory into place. The records come from `safesail_neuron_db.records`; the pipeline's
+`safesail build-db` (`safesail_training.build_db`) is the caller.
 
-Atomicity: everything is written into a temporary sibling directory, fsynced, then swapped in (Linux
-``renameat2(RENAME_EXCHANGE)`` where available, else two renames). A crash or error leaves either the old
-database or the new one at ``directory``, never a half-written one.
+Determinism: rows are inserted in (layer, latent) order, files are serialized canonically and nothing time- or
+path-dependent is stored, so the same content gives byte-identical files (with the same SQLite library).
+
+Atomicity: everything is written into a temporary sibling directory, fsynced, then swapped in. A crash or error
+leaves either the old database or the new one at ``directory``, never a half-written one.
 """
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import json
 import math
-import os
 import re
 import shutil
-import sqlite3
-import struct
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from safesail_guard.fileio import atomic_write_text, fsync_dir, sha256_file
+from safesail_neuron_db.encoders import write_encoders
+from safesail_neuron_db.features_sqlite import PendingFeature, write_features
+from safesail_neuron_db.fileio import sha256_file
 from safesail_neuron_db.manifest import (
     ENCODERS_FILE,
     FEATURES_FILE,
-    MANIFEST_FILE,
-    OPTIONAL_FILES,
     SCHEMA_VERSION,
     Counts,
     FileInfo,
     Manifest,
     ModelInfo,
     created_by,
-    load_manifest,
 )
-from safesail_training.db_types import (
+from safesail_neuron_db.publish import check_replaceable, publish
+from safesail_neuron_db.records import (
     ConceptHit,
     Explanation,
     FeatureRecords,
@@ -59,97 +58,7 @@ from safesail_training.db_types import (
 if TYPE_CHECKING:
     from torch import Tensor
 
-__all__ = ["DatabaseWriter", "add_files", "competition_bytes", "ENCODER_FIELDS", "APPLICATION_ID", "SQLITE_PAGE_SIZE"]
-
-ENCODER_FIELDS = ("latents", "W_enc", "b_enc", "threshold", "W_dec", "b_dec")
-APPLICATION_ID = 0x5353_4E44  # "SSND" in the SQLite header, so `file`/tools can tell what this is
-SQLITE_PAGE_SIZE = 4096
-ACT_DECIMALS = 4
-
-SCHEMA_SQL = """
-CREATE TABLE features (
-    id TEXT PRIMARY KEY NOT NULL,
-    layer INTEGER NOT NULL,
-    latent INTEGER NOT NULL,
-    domain TEXT,
-    explanation TEXT,
-    explanation_status TEXT NOT NULL,
-    explainer TEXT,
-    explanation_detail TEXT NOT NULL,
-    explanation_prompt_tokens INTEGER NOT NULL,
-    explanation_completion_tokens INTEGER NOT NULL,
-    threshold REAL NOT NULL,
-    max_act REAL NOT NULL,
-    fire_rate REAL NOT NULL,
-    map_x REAL,
-    map_y REAL,
-    sp_score REAL,
-    sp_status TEXT,
-    sp_method TEXT,
-    token_corr REAL,
-    segment_corr REAL,
-    simulator TEXT,
-    UNIQUE (layer, latent)
-);
-CREATE TABLE concepts (
-    feature_id TEXT NOT NULL REFERENCES features(id),
-    rank INTEGER NOT NULL,
-    level0 TEXT NOT NULL,
-    level1 TEXT NOT NULL,
-    precision REAL NOT NULL,
-    recall REAL NOT NULL,
-    n_pairs INTEGER NOT NULL,
-    concept_fires INTEGER NOT NULL,
-    deconcept_fires INTEGER NOT NULL,
-    PRIMARY KEY (feature_id, rank)
-) WITHOUT ROWID;
-CREATE INDEX concepts_by_domain ON concepts (level0 COLLATE NOCASE, feature_id);
-CREATE TABLE examples (
-    feature_id TEXT NOT NULL REFERENCES features(id),
-    rank INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    level INTEGER NOT NULL,
-    max_act REAL NOT NULL,
-    source TEXT NOT NULL,
-    tokens TEXT NOT NULL,
-    acts TEXT NOT NULL,
-    levels TEXT NOT NULL,
-    PRIMARY KEY (feature_id, rank)
-) WITHOUT ROWID;
-CREATE TABLE scores (
-    feature_id TEXT NOT NULL REFERENCES features(id),
-    rank INTEGER NOT NULL,
-    kind TEXT NOT NULL CHECK (kind IN ('token', 'segment', 'superposition')),
-    scorer TEXT NOT NULL,
-    value REAL,
-    status TEXT NOT NULL,
-    n_examples INTEGER NOT NULL,
-    n_units INTEGER NOT NULL,
-    prompt_tokens INTEGER NOT NULL,
-    completion_tokens INTEGER NOT NULL,
-    detail TEXT NOT NULL,
-    PRIMARY KEY (feature_id, rank)
-) WITHOUT ROWID;
-CREATE VIRTUAL TABLE search USING fts5(
-    fid, explanation, concepts, tokenize = 'porter unicode61 remove_diacritics 2'
-);
-"""
-
-_FEATURE_COLUMNS = (
-    "id", "layer", "latent", "domain", "explanation", "explanation_status", "explainer", "explanation_detail",
-    "explanation_prompt_tokens", "explanation_completion_tokens", "threshold", "max_act", "fire_rate",
-    "map_x", "map_y", "sp_score", "sp_status", "sp_method", "token_corr", "segment_corr", "simulator",
-)  # fmt: skip
-
-
-@dataclass
-class _PendingFeature:
-    rec: FeatureRecords
-    explanation: Explanation | None
-    scores: list[SimulationScore]
-    sp: SuperpositionScore | None
-    map_xy: tuple[float, float] | None
-    threshold: float
+__all__ = ["DatabaseWriter"]
 
 
 def _finite(name: str, value: Any) -> float:
@@ -177,10 +86,6 @@ def _reject_absolute_paths(name: str, value: Any) -> None:
     elif isinstance(value, str) and (value.startswith(("/", "\\", "~/")) or re.match(r"^[A-Za-z]:[\\/]", value)):
         raise ValueError(f"{name} = {value!r} looks like an absolute path; store it relative or drop it "
                          "(a database must not depend on the machine it was built on)")
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=True)
 
 
 class DatabaseWriter:
@@ -218,7 +123,7 @@ class DatabaseWriter:
         self._seed = seed
         self._map_method = map_method
         self._encoders: dict[int, dict[str, Tensor]] = {}
-        self._features: dict[str, _PendingFeature] = {}
+        self._features: dict[str, PendingFeature] = {}
         self._finished = False
 
     # ------------------------------------------------------------------ collecting
@@ -325,7 +230,7 @@ class DatabaseWriter:
             self._check_simulation(fid, s)
         if sp is not None:
             self._check_status_value(fid, "superposition score", sp.feature_id, sp.status, sp.value)
-        self._features[fid] = _PendingFeature(rec, explanation, list(scores), sp, map_xy, float(threshold))
+        self._features[fid] = PendingFeature(rec, explanation, list(scores), sp, map_xy, float(threshold))
 
     @staticmethod
     def _check_concepts(fid: str, concepts: list[ConceptHit]) -> None:
@@ -372,16 +277,16 @@ class DatabaseWriter:
         self._check_complete()
         target = self.directory.absolute()
         target.parent.mkdir(parents=True, exist_ok=True)
-        _check_replaceable(target)
+        check_replaceable(target)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
         try:
-            self._write_sqlite(tmp / FEATURES_FILE)
-            self._write_encoders(tmp / ENCODERS_FILE)
+            write_features(tmp / FEATURES_FILE, self._sorted())
+            write_encoders(tmp / ENCODERS_FILE, self._encoders, self._model.fingerprint)
             files = {
                 name: FileInfo(sha256=sha256_file(tmp / name, fsync=True), bytes=(tmp / name).stat().st_size)
                 for name in (FEATURES_FILE, ENCODERS_FILE)
             }
-            _publish(tmp, target, self._manifest(files).to_json())
+            publish(tmp, target, self._manifest(files).to_json())
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -415,7 +320,7 @@ class DatabaseWriter:
                 raise ValueError(f"{p.rec.feature_id}: threshold {p.threshold} differs from the encoder's "
                                  f"threshold row {stored}")
 
-    def _sorted(self) -> list[_PendingFeature]:
+    def _sorted(self) -> list[PendingFeature]:
         return sorted(self._features.values(), key=lambda p: (p.rec.layer, p.rec.latent))
 
     def _manifest(self, files: dict[str, FileInfo]) -> Manifest:
@@ -438,227 +343,3 @@ class DatabaseWriter:
             map_method=self._map_method,
             files=files,
         )
-
-    def _write_sqlite(self, path: Path) -> None:
-        con = sqlite3.connect(path, isolation_level=None)
-        try:
-            con.execute(f"PRAGMA page_size = {SQLITE_PAGE_SIZE}")
-            con.execute("PRAGMA journal_mode = OFF")  # a throw-away temp file until the swap
-            con.execute("PRAGMA synchronous = OFF")  # durability comes from the fsync before the swap
-            con.executescript(SCHEMA_SQL)
-            con.execute("BEGIN")
-            placeholders = ", ".join("?" for _ in _FEATURE_COLUMNS)
-            for p in self._sorted():
-                row = _feature_row(p)
-                cur = con.execute(f"INSERT INTO features ({', '.join(_FEATURE_COLUMNS)}) VALUES ({placeholders})",
-                                  [row[c] for c in _FEATURE_COLUMNS])
-                fid = p.rec.feature_id
-                con.executemany("INSERT INTO concepts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [
-                    (fid, i, c.level0, c.level1, float(c.precision), float(c.recall), c.n_pairs,
-                     c.concept_fires, c.deconcept_fires) for i, c in enumerate(p.rec.concepts)
-                ])  # fmt: skip
-                con.executemany("INSERT INTO examples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [
-                    (fid, i, e.kind, e.level, float(e.max_act), e.source, _dumps(list(e.tokens)),
-                     _dumps([round(float(a), ACT_DECIMALS) for a in e.acts]), _dumps([int(v) for v in e.levels]))
-                    for i, e in enumerate(p.rec.examples)
-                ])  # fmt: skip
-                con.executemany("INSERT INTO scores VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", _score_rows(p))
-                concepts_text = " ; ".join(f"{c.level0} {c.level1}" for c in p.rec.concepts)
-                con.execute("INSERT INTO search (rowid, fid, explanation, concepts) VALUES (?, ?, ?, ?)",
-                            (cur.lastrowid, fid, row["explanation"] or "", concepts_text))
-            con.execute("COMMIT")
-            con.execute("INSERT INTO search (search) VALUES ('optimize')")
-            con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            con.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-            con.execute("VACUUM")
-        finally:
-            con.close()
-
-    def _write_encoders(self, path: Path) -> None:
-        tensors: dict[str, Tensor] = {}
-        for layer in sorted(self._encoders):
-            for name in ENCODER_FIELDS:
-                tensors[f"layers.{layer}.{name}"] = self._encoders[layer][name]
-        metadata = {"format": "pt", "schema_version": str(SCHEMA_VERSION), "model_fingerprint": self._model.fingerprint}
-        with open(path, "wb") as f:
-            f.write(safetensors_bytes(tensors, metadata))
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def _feature_row(p: _PendingFeature) -> dict[str, Any]:
-    rec, e, sp = p.rec, p.explanation, p.sp
-    best = min(rec.concepts, key=lambda c: (-c.precision, -c.recall, c.level0, c.level1), default=None)
-    headline: dict[str, SimulationScore] = {}
-    for s in p.scores:
-        if s.status == "ok" and s.method not in headline:
-            headline[s.method] = s
-    simulators = sorted({s.simulator for s in headline.values()})
-    return {
-        "id": rec.feature_id,
-        "layer": rec.layer,
-        "latent": rec.latent,
-        "domain": best.level0 if best else None,
-        "explanation": e.text if e else None,
-        "explanation_status": e.status if e else "skipped",
-        "explainer": e.method if e else None,
-        "explanation_detail": e.detail if e else "",
-        "explanation_prompt_tokens": e.prompt_tokens if e else 0,
-        "explanation_completion_tokens": e.completion_tokens if e else 0,
-        "threshold": p.threshold,
-        "max_act": float(rec.max_act),
-        "fire_rate": float(rec.fire_rate),
-        "map_x": p.map_xy[0] if p.map_xy else None,
-        "map_y": p.map_xy[1] if p.map_xy else None,
-        "sp_score": sp.value if sp else None,
-        "sp_status": sp.status if sp else None,
-        "sp_method": sp.method if sp else None,
-        "token_corr": headline["token"].corr if "token" in headline else None,
-        "segment_corr": headline["segment"].corr if "segment" in headline else None,
-        "simulator": "; ".join(simulators) if simulators else None,
-    }
-
-
-def _score_rows(p: _PendingFeature) -> list[tuple[Any, ...]]:
-    fid = p.rec.feature_id
-    rows: list[tuple[Any, ...]] = [
-        (fid, i, s.method, s.simulator, s.corr, s.status, s.n_examples, s.n_units, s.prompt_tokens,
-         s.generated_tokens, s.detail)
-        for i, s in enumerate(p.scores)
-    ]  # fmt: skip
-    if p.sp is not None:
-        sp = p.sp
-        rows.append((fid, len(rows), "superposition", sp.method, sp.value, sp.status, 0, 0, sp.prompt_tokens,
-                     sp.completion_tokens, sp.detail))
-    return rows
-
-
-_ST_DTYPES = {"torch.float32": ("F32", "<f4"), "torch.int64": ("I64", "<i8"), "torch.int8": ("I8", "<i1"),
-              "torch.uint8": ("U8", "<u1")}
-
-
-def safetensors_bytes(tensors: dict[str, Tensor], metadata: dict[str, str]) -> bytes:
-    """Serialize tensors in the safetensors format with a canonical header (sorted keys, fixed data order).
-
-    Only float32 and int64 tensors are needed here. The header is padded with spaces to 8 bytes as the
-    format allows, so tensor data stays aligned.
-    """
-    header: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))}
-    chunks: list[bytes] = []
-    offset = 0
-    for name, t in tensors.items():
-        if str(t.dtype) not in _ST_DTYPES:
-            raise ValueError(f"{name}: unsupported dtype {t.dtype}")
-        code, np_dtype = _ST_DTYPES[str(t.dtype)]
-        data = t.detach().cpu().contiguous().numpy().astype(np_dtype, copy=False).tobytes()
-        header[name] = {"dtype": code, "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
-        chunks.append(data)
-        offset += len(data)
-    text = json.dumps(header, separators=(",", ":"), sort_keys=True).encode("utf-8")
-    text += b" " * (-len(text) % 8)
-    return struct.pack("<Q", len(text)) + text + b"".join(chunks)
-
-
-def _publish(tmp: Path, target: Path, manifest_json: str) -> None:
-    """Write the manifest last into the complete temporary directory, make it readable, sync, swap it in."""
-    atomic_write_text(tmp / MANIFEST_FILE, manifest_json)
-    for p in tmp.iterdir():
-        p.chmod(0o644)
-    tmp.chmod(0o755)
-    fsync_dir(tmp)
-    _swap_into_place(tmp, target)
-
-
-def _check_replaceable(target: Path) -> None:
-    """Only an empty directory or an existing database may be replaced - never an unrelated directory."""
-    if target.is_symlink() or (target.exists() and not target.is_dir()):
-        raise ValueError(f"{target} exists and is not a directory; refusing to replace it")
-    if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST_FILE).is_file():
-        raise ValueError(f"{target} is a non-empty directory without {MANIFEST_FILE} (not a neuron database); "
-                         "refusing to replace it - choose another output directory")
-
-
-def _rename_exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths with Linux renameat2(RENAME_EXCHANGE); False where unsupported."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    rc = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
-    if rc == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
-        return False
-    raise OSError(err, os.strerror(err), str(b))
-
-
-def _swap_into_place(new: Path, target: Path) -> None:
-    """Move the complete directory ``new`` to ``target``; an existing ``target`` is removed only afterwards."""
-    if not target.exists():
-        os.rename(new, target)
-        fsync_dir(target.parent)
-        return
-    if _rename_exchange(new, target):  # `new` now holds the old database
-        fsync_dir(target.parent)
-        shutil.rmtree(new, ignore_errors=True)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    os.rename(target, old)  # replaces the empty placeholder directory
-    try:
-        os.rename(new, target)
-    except BaseException:
-        os.rename(old, target)
-        raise
-    fsync_dir(target.parent)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def competition_bytes(layers: dict[int, tuple[Tensor, Tensor, int]], model_fingerprint: str) -> bytes:
-    """``competition.safetensors`` from ``{layer: (W_enc [n, d] fp32, b_enc [n], k)}``: 12-bit rows (int8 code,
-    4-bit residual code, fp32 row scale; see `safesail_guard.runtime.competition`)."""
-    from safesail_guard.runtime.competition import quantize_rows
-
-    tensors: dict[str, Tensor] = {}
-    meta = {"model_fingerprint": model_fingerprint, "schema_version": str(SCHEMA_VERSION), "quantization": "int8+int4-residual-row"}
-    for layer in sorted(layers):
-        W, b, k = layers[layer]
-        qr = quantize_rows(W)
-        tensors[f"layers.{layer}.W_q"] = qr.q
-        tensors[f"layers.{layer}.W_r"] = qr.r_packed
-        tensors[f"layers.{layer}.scale"] = qr.scale
-        tensors[f"layers.{layer}.b_enc"] = b.detach().float().contiguous()
-        meta[f"layers.{layer}.k"] = str(int(k))
-    return safetensors_bytes(tensors, meta)
-
-
-def add_files(directory: Path | str, files: dict[str, bytes]) -> Path:
-    """Add (or replace) optional files of an existing database and rewrite its manifest, atomically.
-
-    The database is copied to a temporary sibling, the files and a new manifest are written there, and the
-    copy is swapped in - a crash leaves the old database intact. Only names in `OPTIONAL_FILES` are allowed.
-    """
-    target = Path(directory).absolute()
-    bad = sorted(set(files) - set(OPTIONAL_FILES))
-    if bad:
-        raise ValueError(f"cannot add {', '.join(bad)}: optional database files are {', '.join(OPTIONAL_FILES)}")
-    manifest = load_manifest(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
-    try:
-        for name in manifest.files:
-            if name not in files:
-                shutil.copy2(target / name, tmp / name)
-        for name, data in files.items():
-            (tmp / name).write_bytes(data)
-        infos = dict(manifest.files)
-        for name, data in files.items():
-            infos[name] = FileInfo(sha256=sha256_file(tmp / name, fsync=True), bytes=len(data))
-        new = manifest.model_copy(update={"files": dict(sorted(infos.items()))})
-        _publish(tmp, target, new.to_json())
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from safesail_neuron_db import DatabaseWriter
-from safesail_training.db_types import (
+from safesail_neuron_db.records import (
     ActivationExample,
     ConceptHit,
     Explanation,

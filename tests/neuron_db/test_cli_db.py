@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from safesail_guard.cli import app
-from safesail_training.db_types import Explanation
+from safesail_neuron_db.records import Explanation
 from tests.neuron_db.factory import make_inputs, write_db
 
 runner = CliRunner()

@@ -56,8 +56,8 @@ def test_bad_format(db: NeuronDB) -> None:
 
 
 def test_export_keeps_awkward_text(tmp_path: Path) -> None:
+    from safesail_neuron_db.records import Explanation
     from tests.neuron_db.factory import make_inputs, write_db
-    from safesail_training.db_types import Explanation
 
     inputs = make_inputs(n_layers=1, n_features=1)
     f = inputs.features[0]

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from safesail_guard.runtime.competition import quantize_rows
 from safesail_neuron_db import ChecksumError, ManifestError, NeuronDB
-from safesail_neuron_db.writer import add_files, competition_bytes
+from safesail_neuron_db.competition import competition_bytes, quantize_rows
+from safesail_neuron_db.publish import add_files
 from tests.neuron_db.factory import FINGERPRINT, make_db
 
 

@@ -11,8 +11,9 @@ import torch
 from safetensors.torch import load_file
 
 from safesail_neuron_db import DatabaseWriter, NeuronDB, load_manifest
+from safesail_neuron_db import publish as publish_mod
 from safesail_neuron_db import writer as writer_mod
-from safesail_training.db_types import ActivationExample, Explanation, SimulationScore
+from safesail_neuron_db.records import ActivationExample, Explanation, SimulationScore
 from tests.neuron_db.factory import FINGERPRINT, make_db, make_inputs, write_db, writer_for
 
 
@@ -119,11 +120,11 @@ def test_finish_failure_keeps_old_database(tmp_path: Path, monkeypatch: pytest.M
     before = {n: _sha(path / n) for n in ("manifest.json", "features.sqlite", "encoders.safetensors")}
     w = writer_for(path, make_inputs(n_features=5, seed=1))
 
-    def boom(self: DatabaseWriter, target: Path) -> None:
-        (target).write_bytes(b"partial")
+    def boom(target: Path, encoders: object, model_fingerprint: str) -> None:
+        target.write_bytes(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(DatabaseWriter, "_write_encoders", boom)
+    monkeypatch.setattr(writer_mod, "write_encoders", boom)
     with pytest.raises(OSError, match="disk full"):
         w.finish()
     assert {n: _sha(path / n) for n in before} == before
@@ -135,7 +136,7 @@ def test_finish_failure_keeps_old_database(tmp_path: Path, monkeypatch: pytest.M
 def test_failed_swap_keeps_old_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = make_db(tmp_path)
     w = writer_for(path, make_inputs(n_features=5, seed=1))
-    monkeypatch.setattr(writer_mod, "_swap_into_place", lambda new, target: (_ for _ in ()).throw(KeyboardInterrupt()))
+    monkeypatch.setattr(publish_mod, "_swap_into_place", lambda new, target: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         w.finish()
     assert _leftovers(tmp_path) == []
@@ -146,13 +147,13 @@ def test_failed_swap_keeps_old_database(tmp_path: Path, monkeypatch: pytest.Monk
 @pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two-renames"])
 def test_replace_existing_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exchange: bool) -> None:
     used: list[bool] = []
-    real = writer_mod._rename_exchange
+    real = publish_mod._rename_exchange
 
     def spy(a: Path, b: Path) -> bool:
         used.append(real(a, b) if exchange else False)
         return used[-1]
 
-    monkeypatch.setattr(writer_mod, "_rename_exchange", spy)
+    monkeypatch.setattr(publish_mod, "_rename_exchange", spy)
     path = make_db(tmp_path)
     (path / "stale.txt").write_text("from the old build")
     write_db(path, make_inputs(n_features=5, seed=1))

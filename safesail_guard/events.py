@@ -1,8 +1,11 @@
 """What the runtime guard sees, token by token, and the static facts about the features it watches.
 
-These are the types shared by the guard (which produces `TokenActivations`), the policy engine (which turns a
-stream of them into decisions) and the scorers/CLI/server (which print or serialise them). They hold plain
-Python values only - no tensors - so decisions can be logged, compared in tests and sent over the wire.
+These are the types shared by the guard (`safesail_guard.runtime`, which produces `TokenActivations`), the
+policy engine (`safesail_guard.policy`, which turns a stream of them into decisions) and the scorers/CLI/server
+(which print or serialise them). They sit at the top of the guard package, below both the runtime and the
+policy, so that neither has to import the other to share them; this module imports only the neuron database
+(for `FeatureCatalog.from_db`, at type-checking time). They hold plain Python values only - no tensors - so
+decisions can be logged, compared in tests and sent over the wire.
 
 Activation values:
 
@@ -28,7 +31,7 @@ Scope = Literal["prompt", "response"]
 class FeatureInfo:
     """Static facts about one database feature, as the guard and policies need them."""
 
-    id: str  # "<layer>_<latent>", e.g. "14_4828"
+    id: str  # "<layer>_<latent>", e.g. "14_4141"
     layer: int
     latent: int
     domains: tuple[str, ...]  # level-0 concepts, e.g. ("weapons",)

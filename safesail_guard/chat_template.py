@@ -12,6 +12,11 @@ outside ``content`` (``name``, ``tool_calls``, ``function_call``, ``refusal``) i
 `render_chat` refuses a message the chat template drops or rewrites (leading/trailing whitespace aside).
 `normalized_view` is the folded reading of text that hides words with invisible characters, compatibility
 forms or homoglyphs (the guard scores it as well and keeps the stricter verdict).
+
+How it connects: the runtime guard (`safesail_guard.runtime.guard`), the proxy's request schema and backends
+(`safesail_guard.server`), batch scoring, the policy test cases and the pipeline's harvester
+(`safesail_training.harvest`) all tokenise through this module; it imports nothing from the package (the
+tokenizer is passed in). Not to be confused with the terminal chat (`safesail chat`, in `safesail_guard.cli`).
 """
 
 from __future__ import annotations

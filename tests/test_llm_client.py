@@ -1,4 +1,5 @@
-"""Tests for `safesail_training.llm_client` against the in-process fake OpenAI server (no network)."""
+"""Tests for `safesail_guard.llm_client` (and its settings in `safesail_guard.llm_config`) against the in-process
+fake OpenAI server (no network)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from safesail_training.llm_client import Completion, LLMClient, LLMClientConfig, LLMError, LLMUsage, _retry_after_s
+from safesail_guard.llm_client import LLMClient, _retry_after_s
+from safesail_guard.llm_config import Completion, LLMClientConfig, LLMError, LLMUsage
 from tests.fakes.fake_openai import FakeOpenAIServer, Reply, chat_body, echo_responder, error_body
 
 USER = [{"role": "user", "content": "hello"}]

@@ -1,5 +1,11 @@
-"""Plain records passed between the stages of `safesail build-db` (filter -> records -> explain -> simulate ->
-score -> map -> store). Kept free of torch so every stage, the store and the tests can share them.
+"""The neuron database's record types: what one feature is made of (concepts, activation examples, explanation,
+simulation scores, SpScore) and the ``"<layer>_<latent>"`` feature id.
+
+The offline pipeline (`safesail_training`: filter -> records -> explain -> simulate -> score -> map) builds these
+records stage by stage and hands them to `DatabaseWriter` (`safesail_neuron_db.writer`); `NeuronDB`
+(`safesail_neuron_db.database`) gives them back when read. They live here, in the database package, because
+they *are* the database's contract: both halves import them, and this module imports neither half. Kept free of
+torch so every stage, the store and the tests can share them.
 
 A feature is named ``"<layer>_<latent>"`` (e.g. ``"14_4828"``), the paper's convention; a database holds one
 hook site (e.g. ``mlp_out``) so layer + latent is unique.

@@ -1,9 +1,11 @@
 """Durable file helpers shared by every artefact writer: checksums, atomic replaces and directory fsyncs.
 
-SAE checkpoints (`safesail_guard.sae`), activation shards (`safesail_training.shards`) and the embedded-model
-check (`safesail_guard.models`) all use these, so "written completely or not at all" means the same thing
-everywhere: write to a temp file in the same directory, fsync it, `os.replace` it into place, fsync the
-directory.
+They live in the neuron database package because the database needs them (manifest reading, checksums,
+the atomic publish in `safesail_neuron_db.publish`) and must import neither half; the guard (SAE checkpoints in
+`safesail_guard.sae`, the embedded-model check in `safesail_guard.models`) and the pipeline (activation shards,
+the feature map, build outputs in `safesail_training`) import them from here, so "written completely or not at
+all" means the same thing everywhere: write to a temp file in the same directory, fsync it, `os.replace` it
+into place, fsync the directory. Standard library only.
 """
 
 from __future__ import annotations

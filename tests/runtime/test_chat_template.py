@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from safesail_guard.chat import ChatFormatError, encode_chat, encode_text, validate_messages
+from safesail_guard.chat_template import ChatFormatError, encode_chat, encode_text, validate_messages
 
 
 def test_plain_text_tokens_rebuild_the_text(tiny_tokenizer) -> None:
