@@ -14,7 +14,7 @@ A cases file lists conversations and the decision a policy should reach on them:
 
 The runner does not know how tokens are scored: it takes a *scanner*, any object with
 ``scan(messages, *, policy, response) -> result`` where ``result.tokens`` is a list of
-:class:`~safesail_guard.runtime.events.TokenActivations` and ``result.decision`` a
+:class:`~safesail_guard.events.TokenActivations` and ``result.decision`` a
 :class:`~safesail_guard.policy.decision.Decision`. The CLI passes the real guard; tests pass a fake.
 """
 
@@ -27,11 +27,11 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from safesail_guard.events import TokenActivations
 from safesail_guard.policy.decision import SEVERITY, Decision, FiredFeature
-from safesail_guard.policy.engine import CompiledPolicy
 from safesail_guard.policy.loader import PolicyError, SourceMap, load_yaml_model, read_source
+from safesail_guard.policy.run import CompiledPolicy
 from safesail_guard.policy.schema import Action
-from safesail_guard.runtime.events import TokenActivations
 
 
 class Case(BaseModel):
@@ -48,7 +48,7 @@ class Case(BaseModel):
 
     @model_validator(mode="after")
     def _one_input(self) -> Case:
-        from safesail_guard.chat import validate_messages
+        from safesail_guard.chat_template import validate_messages
 
         if (self.prompt is None) == (self.messages is None):
             raise ValueError("give exactly one of `prompt` and `messages`")
@@ -58,7 +58,7 @@ class Case(BaseModel):
 
     def chat(self) -> list[dict[str, str]]:
         """The case as chat messages."""
-        from safesail_guard.chat import validate_messages
+        from safesail_guard.chat_template import validate_messages
 
         if self.messages is not None:
             return validate_messages(self.messages)

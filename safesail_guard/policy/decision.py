@@ -1,8 +1,9 @@
 """What the policy engine hands back: rule matches, steering ops, damping records and the run's decision.
 
 These are plain frozen dataclasses (no tensors, no pydantic) so the guard can log them, the server can put
-them on the wire (`to_dict()` is JSON-ready everywhere) and tests can compare them. The engine
-(:mod:`safesail_guard.policy.engine`) builds them; nothing here knows about YAML or the catalog.
+them on the wire (`to_dict()` is JSON-ready everywhere) and tests can compare them. The compiler
+(:mod:`safesail_guard.policy.compiler`) builds steering ops and pivot requests, a run
+(:mod:`safesail_guard.policy.run`) builds matches and the decision; nothing here knows about YAML or the catalog.
 
 Severity order of actions, used to pick a run's decision: ``allow < log < steer < flag < block``.
 """
@@ -137,7 +138,7 @@ class Damping:
 class PivotRequest:
     """A ``multilingual_gap`` rule asked for an English translation of the prompt to be scored too.
 
-    The engine only records the request; the guard translates with an OpenAI-compatible endpoint and scores
+    A policy run only records the request; the guard translates with an OpenAI-compatible endpoint and scores
     the translation. ``None`` fields mean "use the guard's defaults".
     """
 

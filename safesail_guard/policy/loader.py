@@ -5,7 +5,7 @@ location such as ``("rules", 2, "features_rule", "when", "leaf", "min_activation
 along that location (skipping the union tags of :data:`schema.UNION_TAGS`) to find the line, and print the
 location as ``rules[2].when.min_activation``. Duplicate mapping keys are errors (PyYAML would silently keep the
 last one), YAML syntax errors keep their line, and integers and booleans are read YAML 1.2 style so that an
-unquoted feature id such as ``14_4828`` stays the string it looks like and ``no`` stays the word "no".
+unquoted feature id such as ``14_4141`` stays the string it looks like and ``no`` stays the word "no".
 
 The same machinery loads ``policy test`` case files (:func:`load_yaml_model`).
 """
@@ -55,7 +55,7 @@ class PolicyError(ValueError):
 class _Loader(yaml.SafeLoader):
     """SafeLoader with YAML 1.2 integers and booleans.
 
-    YAML 1.1 reads ``14_4828`` as the integer 144828 and ``no``/``on``/``yes`` as booleans, which would turn a
+    YAML 1.1 reads ``14_4141`` as the integer 144828 and ``no``/``on``/``yes`` as booleans, which would turn a
     feature id into a number and the language code of Norwegian into ``False``. Here only ``[-+]?[0-9]+``
     (and 0o/0x forms) are integers and only true/false are booleans.
     """

@@ -3,7 +3,7 @@
 These models check everything that can be checked without the neuron database: types, ranges, unknown keys
 (every model forbids extra fields), and single-rule consistency (steer ops only on steer rules, window >=
 min_tokens, a steer op names exactly one target...). Checks that need the feature catalog or look across rules
-(unknown feature ids, overrides, contradictory rules) live in :mod:`safesail_guard.policy.engine`.
+(unknown feature ids, overrides, contradictory rules) live in :mod:`safesail_guard.policy.compiler`.
 
 The loader (:mod:`safesail_guard.policy.loader`) maps every validation error back to the YAML file and line.
 """
@@ -56,7 +56,7 @@ class Selection(_Model):
     (alone, it selects every feature of those layers); ``exclude`` removes ids last.
     """
 
-    features: list[str] = Field(default_factory=list, description='Feature ids "<layer>_<latent>", e.g. 14_4828.')
+    features: list[str] = Field(default_factory=list, description='Feature ids "<layer>_<latent>", e.g. 14_4141.')
     domains: list[str] = Field(default_factory=list, description="Level-0 concepts, e.g. weapons, self_harm.")
     concepts: list[str] = Field(default_factory=list,
                                 description='Level-1 concepts, "level0/level1" (weapons/firearms) or bare level1.')

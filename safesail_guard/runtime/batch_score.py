@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from safesail_guard.chat import ChatFormatError, check_text, validate_messages
+from safesail_guard.chat_template import ChatFormatError, check_text, validate_messages
 
 MAX_TEXT_CHARS = 200_000
 

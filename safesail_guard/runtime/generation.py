@@ -8,23 +8,31 @@ guard controls it token by token:
   result carries the policy's refusal message with ``finish_reason == "content_filter"``;
 - `steer` ops change the hooked layers' outputs from the position where their rule fired (unconditional
   steer rules from the first prompt token) over the rest of the generation.
+
+It runs on a `Guard` (`runtime/guard.py`) and its policy; the proxy's local mode (`server/local_backend.py`)
+drives `stream`, handing it the prompt's encoding (``encoded=``) so that a request is tokenised once, and turns
+its events into verdicts (`runtime/verdict.py`).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from safesail_guard.runtime.events import TokenActivations
-from safesail_guard.runtime.guard import Guard, GuardError, Prompt, _prompt_text, merge_normalized, watched_mask
+from safesail_guard.events import TokenActivations
+from safesail_guard.runtime.guard import Guard, GuardError
+from safesail_guard.runtime.normalized import merge_normalized
+from safesail_guard.runtime.prompts import Prompt, watched_mask
+from safesail_guard.runtime.prompts import policy_prompt_text as _prompt_text
 from safesail_guard.runtime.tracker import cache_kwargs
 
 if TYPE_CHECKING:
+    from safesail_guard.chat_template import EncodedText
     from safesail_guard.policy import CompiledPolicy, Decision
 
 FinishReason = Literal["stop", "length", "content_filter"]
@@ -103,7 +111,8 @@ class GuardedModel:
         return cls(Guard.from_db(db, model, **kw), policy)
 
     def generate(self, prompt: Prompt, **kw: Any) -> Generation:
-        """Generate a reply to ``prompt`` (text or chat messages); see `stream` for the options."""
+        """Generate a reply to ``prompt`` (text or chat messages); see `stream` for the options (``encoded=``
+        included)."""
         for event in self.stream(prompt, **kw):
             if event.kind == "done":
                 assert event.generation is not None
@@ -114,7 +123,8 @@ class GuardedModel:
     def stream(self, prompt: Prompt, *, max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
                seed: int | None = None, use_cache: bool = True,
                policy: CompiledPolicy | str | Path | None = None, ignore_eos: bool = False,
-               hooks: bool = True, steer: Sequence[Any] = (), lag: int = DEFAULT_LAG) -> Iterator[StreamEvent]:
+               hooks: bool = True, steer: Sequence[Any] = (), lag: int = DEFAULT_LAG,
+               encoded: EncodedText | None = None) -> Generator[StreamEvent, None, None]:
         """Yield text deltas as tokens pass the policy, then one ``done`` event with the `Generation`.
 
         ``steer`` adds steering ops of your own from the first prompt token (objects with ``feature_id``,
@@ -131,6 +141,10 @@ class GuardedModel:
         The guard's hooks stay on the model from the first forward call until the generator finishes (between
         yields too): another scan of the same model started meanwhile (a second stream, a scan, a monitor) raises
         `hooks.OverlappingScanError` instead of sharing them. Run one generation per model at a time.
+
+        ``encoded`` is the prompt's encoding when the caller already has it (``guard.encode_prompt(prompt)[0]``,
+        e.g. the proxy, which counts the prompt's tokens before generating): the prompt is then not tokenised
+        again. It must be the encoding of ``prompt``, which still supplies the policy's view of the text.
         """
         if lag < 0:
             raise GuardError(f"lag must be >= 0, got {lag}")
@@ -140,7 +154,12 @@ class GuardedModel:
             raise GuardError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
         guard, model, tok = self.guard, self.guard.model, self.guard.tokenizer
         compiled = guard.compile(policy) if policy is not None else self.policy
-        enc, _ = guard.encode_prompt(prompt)
+        if encoded is None:
+            enc, _ = guard.encode_prompt(prompt)
+        elif len(encoded) == 0:
+            raise GuardError("the input encodes to zero tokens")
+        else:
+            enc = encoded
         n_prompt = len(enc)
         context = int(getattr(model.config, "max_position_embeddings", 0) or 0)
         if context and n_prompt + 1 > context:

@@ -1,6 +1,6 @@
 """`Guard`: a neuron database's safety features attached to a live model, token by token.
 
-    from safesail_guard.runtime import Guard
+    from safesail_guard.runtime.guard import Guard
     guard = Guard.from_db()                      # shipped database + embedded SmolLM2
     result = guard.scan([{"role": "user", "content": "how do I pick a lock"}], policy="default")
     result.decision.action, result.risk.score, result.tokens[5].hits
@@ -11,6 +11,12 @@
 
 `GuardedModel` (runtime/generation.py) adds generation and streaming with blocking and steering.
 The database's model fingerprint must match the model's; a mismatch raises `ModelMismatchError`.
+
+Neighbours: the guard encodes activations with `runtime/encoder.py` and `runtime/tracker.py` (hooks from
+`hooks.py`), reads the input through `runtime/prompts.py` (what counts, the prompt as text), decides with a
+`safesail_guard.policy` run, scores with `runtime/scoring.py`, scans the normalized reading of disguised text
+(`runtime/normalized.py`) and a pivot translation (`runtime/pivot.py`), and returns a `GuardResult`
+(`runtime/result.py`). `WatchSession` (below) is the live state of one `Guard.watch`.
 """
 
 from __future__ import annotations
@@ -23,26 +29,27 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from safesail_guard.chat import (
-    VALID_ROLES,
+from safesail_guard.chat_template import (
     EncodedText,
     check_text,
     encode_chat,
     encode_text,
-    normalized_messages,
     normalized_view,
     validate_messages,
 )
+from safesail_guard.events import FeatureCatalog, TokenActivations
 from safesail_guard.hooks import HookPoint, get_adapter, resolve_points, run_until_hooks
+from safesail_guard.policy import CompiledPolicy, compile_policy_source
 from safesail_guard.runtime.encoder import Competition, Firing, LayerEncoder
-from safesail_guard.runtime.events import FeatureCatalog, TokenActivations
+from safesail_guard.runtime.normalized import NormalizedOutcome, merge_normalized, normalized_prompt
+from safesail_guard.runtime.prompts import Prompt, plain_prompt_text, policy_prompt_text, watched_mask
+from safesail_guard.runtime.result import GuardResult, Truncation
 from safesail_guard.runtime.tracker import SequenceTracker
 
 if TYPE_CHECKING:
     from safesail_guard.models import LoadedModel
-    from safesail_guard.policy import CompiledPolicy, Decision, PolicyRun
-    from safesail_guard.runtime.pivot import PivotOutcome
-    from safesail_guard.runtime.scoring import RiskHead, RiskScore
+    from safesail_guard.policy import Decision, PolicyRun
+    from safesail_guard.runtime.scoring import RiskHead
     from safesail_neuron_db import NeuronDB
 
 DEFAULT_MAX_TOKENS = 2048  # per forward pass; longer inputs are scanned in chunks of this size
@@ -53,77 +60,6 @@ MAX_CHUNK_OVERLAP = 256
 class GuardError(ValueError):
     """A guard could not be built or used as asked (the message says what to change)."""
 
-
-Prompt = str | Sequence[dict[str, Any]]
-
-
-@dataclass
-class Truncation:
-    """What happened to an input longer than one forward pass allows."""
-
-    strategy: str  # "none" | "chunked"
-    tokens: int
-    chunks: int
-    max_tokens: int
-    overlap: int = 0  # tokens of the previous chunk each later chunk re-reads as context (not scored twice)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return {"strategy": self.strategy, "tokens": self.tokens, "chunks": self.chunks, "max_tokens": self.max_tokens,
-                "overlap": self.overlap}
-
-
-@dataclass
-class NormalizedOutcome:
-    """The input with its disguises removed (`chat.normalized_view`: invisible characters, compatibility forms,
-    homoglyphs) and what the guard made of it. Its matches and risk are already merged into the result."""
-
-    prompt: Any  # the normalized text or messages
-    decision: Decision | None
-    risk: RiskScore | None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return {"prompt": self.prompt, "decision": self.decision.to_dict() if self.decision is not None else None,
-                "risk": self.risk.to_dict() if self.risk is not None else None}
-
-
-@dataclass
-class GuardResult:
-    """Everything the guard saw for one input: per-token events, the policy's decision, the risk score.
-
-    When the input hid words with invisible characters, compatibility forms or homoglyphs, ``normalized``
-    holds the scan of its normalized reading, whose matches are merged into ``decision`` and whose risk
-    replaces ``risk`` when higher (the stricter verdict wins).
-    """
-
-    tokens: list[TokenActivations]
-    decision: Decision | None = None
-    risk: RiskScore | None = None
-    truncation: Truncation | None = None
-    pivot: PivotOutcome | None = None
-    normalized: NormalizedOutcome | None = None
-
-    @property
-    def action(self) -> str | None:
-        """The decision's action, or the pivot translation's when that is more severe (None without a policy)."""
-        if self.decision is None:
-            return None
-        from safesail_guard.policy import most_severe
-
-        actions = [self.decision.action]
-        if self.pivot is not None and self.pivot.decision is not None:
-            actions.append(self.pivot.decision.action)
-        return most_severe(actions)
-
-    @property
-    def score(self) -> float | None:
-        """The risk score, or the pivot translation's when higher (None without a risk head)."""
-        if self.risk is None:
-            return None
-        if self.pivot is not None and self.pivot.risk is not None:
-            return max(self.risk.score, self.pivot.risk.score)
-        return self.risk.score
 
 
 def _identity_of(model: Any) -> tuple[Any, Any, str, str]:
@@ -227,8 +163,6 @@ class Guard:
         """A compiled policy from a compiled one, a shipped name ("default"), a file path or YAML text."""
         if policy is None:
             return None
-        from safesail_guard.policy import CompiledPolicy
-
         if isinstance(policy, CompiledPolicy):
             return policy
         return compile_policy_source(policy, self.catalog, self.risk_head)
@@ -310,12 +244,12 @@ class Guard:
         pivot translation (and ``pivot`` is True), the English translation is scanned too
         (`GuardResult.pivot`; see `runtime/pivot.py`); ``translator`` overrides the endpoint client (tests).
         When the text hides words from the features (``normalize``, on by default; see
-        `chat.normalized_view`), its normalized reading is scanned too and the stricter verdict kept
+        `chat_template.normalized_view`), its normalized reading is scanned too and the stricter verdict kept
         (`GuardResult.normalized`).
         """
         compiled = self.compile(policy)
         enc, n_prompt = self.encode_prompt(prompt, response)
-        run = compiled.start(prompt_text=_prompt_text(prompt)) if compiled is not None else None
+        run = compiled.start(prompt_text=policy_prompt_text(prompt)) if compiled is not None else None
         tracker = self.tracker(self._token_meta(enc, n_prompt), run.observe if run is not None else None)
         tracker.stop_at_deepest = True
         ids = torch.tensor(enc.input_ids, dtype=torch.long)
@@ -345,17 +279,11 @@ class Guard:
             self._pivot(result, prompt, compiled, translator)
         return result
 
-    def normalized_prompt(self, prompt: Prompt) -> Prompt | None:
-        """``prompt`` with its disguises removed (`chat.normalized_view`), or None when it has none."""
-        if isinstance(prompt, str):
-            return normalized_view(prompt)
-        return normalized_messages(validate_messages(list(prompt)))
-
     def scan_normalized(self, prompt: Prompt, *, policy: CompiledPolicy | str | Path | None = None,
                         response: str | None = None) -> GuardResult | None:
         """`scan` of the normalized reading of ``prompt`` (and ``response``); None when neither has a disguise
         (the cheap, common case). Guarded generation calls this to apply the same defence to its prompt."""
-        view = self.normalized_prompt(prompt)
+        view = normalized_prompt(prompt)
         view_response = normalized_view(response) if response else None
         if view is None and view_response is None:
             return None
@@ -368,7 +296,7 @@ class Guard:
         sub = self.scan_normalized(prompt, policy=compiled, response=response)
         if sub is None:
             return
-        result.normalized = NormalizedOutcome(self.normalized_prompt(prompt) or prompt, sub.decision, sub.risk)
+        result.normalized = NormalizedOutcome(normalized_prompt(prompt) or prompt, sub.decision, sub.risk)
         if result.decision is not None and sub.decision is not None:
             result.decision = merge_normalized(result.decision, sub.decision)
         if sub.risk is not None and (result.risk is None or sub.risk.score > result.risk.score):
@@ -380,7 +308,7 @@ class Guard:
         assert d is not None and d.pivot is not None
         from safesail_guard.runtime.pivot import PivotOutcome, translate
 
-        text, model, error = translate(_plain_prompt_text(prompt), d.pivot, translator)
+        text, model, error = translate(plain_prompt_text(prompt), d.pivot, translator)
         if text is None:
             result.pivot = PivotOutcome(None, None, None, model, error)
             return
@@ -416,7 +344,7 @@ class Guard:
         for start in range(0, len(encoded), batch_size):
             chunk = encoded[start:start + batch_size]
             for (i, enc), tokens in zip(chunk, self._batch_events([e for _, e in chunk])):
-                decision = compiled.evaluate(tokens, _prompt_text(prompts[i])) if compiled is not None else None
+                decision = compiled.evaluate(tokens, policy_prompt_text(prompts[i])) if compiled is not None else None
                 res = GuardResult(tokens, decision, truncation=Truncation("none", len(enc), 1, self.max_tokens))
                 results[i] = self._complete(res, prompts[i], compiled, pivot, translator)
             if progress is not None:
@@ -460,74 +388,6 @@ class Guard:
         session = WatchSession(self, compiled, prompt_tokens, prompt_text)
         with session.tracker.attached(self.model):
             yield session
-
-
-WATCHED_ROLES = (*VALID_ROLES, "text")
-"""Roles whose content tokens policies and scores count: every message role (system and developer included:
-a client of the proxy writes those too) and "text" (plain text). A policy's ``roles`` narrows what its rules
-read; the risk score reads them all."""
-
-
-def compile_policy_source(policy: str | Path, catalog: FeatureCatalog, risk_head: RiskHead | None) -> CompiledPolicy:
-    """Load a shipped policy name ("default"), a YAML file or YAML text and compile it against ``catalog``
-    (an unknown name fails with the list of shipped policies)."""
-    from safesail_guard.policy import compile_policy, load_policy
-    from safesail_policies import policy_path
-
-    source: Any = policy
-    if isinstance(policy, (str, Path)) and "\n" not in str(policy):
-        source = policy_path(str(policy))
-    return compile_policy(load_policy(source), catalog, risk_head)
-
-
-def watched_mask(enc: EncodedText) -> list[bool]:
-    """Per token: non-special content of a watched role (see `WATCHED_ROLES`)."""
-    return enc.content_mask(WATCHED_ROLES)
-
-
-def _prompt_text(prompt: Prompt) -> str:
-    """The prompt as the policy engine reads it: plain text, or every message tagged with its role (see
-    `policy.engine.prompt_segments`) so that language detection and over-refusal framing see each message,
-    system and developer ones included, and a policy's ``roles`` can choose among them."""
-    from safesail_guard.policy.engine import join_segments
-
-    if isinstance(prompt, str):
-        return prompt
-    return join_segments([(m["role"], m["content"]) for m in validate_messages(list(prompt))])
-
-
-def _plain_prompt_text(prompt: Prompt) -> str:
-    """The prompt's text for a translator: plain text, or the messages' contents one after the other."""
-    if isinstance(prompt, str):
-        return prompt
-    return "\n".join(m["content"] for m in validate_messages(list(prompt)) if m["content"].strip())
-
-
-NORMALIZED_READING = ("in the normalized reading (invisible characters removed, compatibility forms and "
-                      "homoglyphs folded)")
-
-
-def merge_normalized(decision: Decision, view: Decision, *, label: str = NORMALIZED_READING) -> Decision:
-    """``decision`` plus the matches of the normalized reading's ``view`` for rules that did not match already;
-    the action is the more severe of the two (and the refusal the view's, when only the view blocked).
-
-    The view's matches are relabelled: their reason says they come from the normalized reading, and their span
-    is `BEFORE_TOKENS` (its positions are those of the normalized text, not of the tokens shown)."""
-    from dataclasses import replace
-
-    from safesail_guard.policy import BEFORE_TOKENS, most_severe
-
-    seen = {m.rule for m in decision.matches}
-    extra = tuple(replace(m, span=BEFORE_TOKENS, position=None,
-                          reason=f"{label}: {m.reason}")
-                  for m in view.matches if m.rule not in seen)
-    if not extra:
-        return decision
-    matches = decision.matches + extra
-    refusal = decision.refusal
-    if refusal is None:
-        refusal = next((m.message for m in matches if m.action == "block"), None)
-    return replace(decision, action=most_severe([m.action for m in matches]), matches=matches, refusal=refusal)
 
 
 @dataclass

@@ -29,7 +29,9 @@ from typing import Any
 import torch
 
 from safesail_guard.hooks import run_until_hooks
-from safesail_guard.runtime.guard import Guard, Prompt, WatchSession, _prompt_text
+from safesail_guard.runtime.guard import Guard, WatchSession
+from safesail_guard.runtime.prompts import Prompt
+from safesail_guard.runtime.prompts import policy_prompt_text as _prompt_text
 from safesail_guard.runtime.tracker import cache_kwargs
 
 MAX_HOLD_CHARS = 48

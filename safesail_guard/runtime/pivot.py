@@ -45,7 +45,8 @@ class PivotOutcome:
 
 def translator_for(request: PivotRequest) -> Any:
     """An `LLMClient` for the rule's endpoint (rule fields first, then ``SAFESAIL_LLM_*``)."""
-    from safesail_training.llm_client import LLMClient, LLMClientConfig
+    from safesail_guard.llm_client import LLMClient
+    from safesail_guard.llm_config import LLMClientConfig
 
     kwargs: dict[str, Any] = {"max_retries": 1, "timeout_s": 30.0, "max_tokens": 1024}
     if request.base_url:

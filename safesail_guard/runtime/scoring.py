@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from safesail_guard.runtime.events import FeatureCatalog, TokenActivations
+from safesail_guard.events import FeatureCatalog, TokenActivations
 from safesail_neuron_db.manifest import HEAD_FILE
 
 if TYPE_CHECKING:

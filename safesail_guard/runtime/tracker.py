@@ -39,9 +39,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from safesail_guard.events import FeatureHit, TokenActivations
 from safesail_guard.hooks import HookError, HookPoint, StopForward, attach_hooks, exclusive_scan
 from safesail_guard.runtime.encoder import LayerEncoder
-from safesail_guard.runtime.events import FeatureHit, TokenActivations
 
 TokenMeta = Callable[[int, int], tuple[str, str, bool, str | None]]  # (pos, token_id) -> (text, scope, content, role)
 OP_CODES = {"clamp": 0, "scale": 1, "add": 2}

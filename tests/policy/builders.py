@@ -5,8 +5,8 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Mapping, Sequence
 
+from safesail_guard.events import FeatureCatalog, FeatureHit, FeatureInfo, TokenActivations
 from safesail_guard.policy import CompiledPolicy, compile_policy, load_policy
-from safesail_guard.runtime.events import FeatureCatalog, FeatureHit, FeatureInfo, TokenActivations
 
 FEATURES = [
     FeatureInfo("6_1", 6, 1, ("weapons",), ("weapons/firearms",), "guns and rifles", 2.0),

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from safesail_guard.events import TokenActivations
 from safesail_guard.policy import CompiledPolicy, Decision
-from safesail_guard.runtime.events import TokenActivations
 from tests.policy.builders import tok
 
 LEXICON: dict[str, dict[str, float]] = {

@@ -89,7 +89,7 @@ def fake_guard(monkeypatch: pytest.MonkeyPatch) -> FakeScanner:
     from safesail_neuron_db import NeuronDB
 
     with NeuronDB.open() as db:
-        from safesail_guard.runtime.events import FeatureCatalog
+        from safesail_guard.events import FeatureCatalog
 
         catalog = FeatureCatalog.from_db(db)
     fid = next(f.id for f in catalog.by_domain("weapons"))

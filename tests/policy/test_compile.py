@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from safesail_guard.policy import PolicyError, compile_policy, load_policy
-from safesail_guard.policy.schema import FeatureRule, Leaf, PolicyFile, Selection
+from safesail_guard.policy.schema import DEFAULT_MIN_ACTIVATION, FeatureRule, Leaf, PolicyFile, Selection
 from tests.policy.builders import compiled, make_catalog, policy_yaml
 
 
@@ -103,7 +103,7 @@ def test_identical_condition_with_the_same_action_is_a_warning() -> None:
 
 
 def test_different_thresholds_are_not_identical() -> None:
-    compiled("""
+    policy = compiled("""
     - name: a
       action: flag
       when: {select: {domains: [drugs]}}
@@ -111,6 +111,13 @@ def test_different_thresholds_are_not_identical() -> None:
       action: block
       when: {select: {domains: [drugs]}, min_activation: 0.8}
     """)
+    a, b = policy.rules
+    assert a.condition is not None and b.condition is not None
+    assert a.features == b.features == {"14_10", "14_11"}
+    assert (a.condition.min_activation, b.condition.min_activation) == (DEFAULT_MIN_ACTIVATION, 0.8)
+    assert a.condition.signature() != b.condition.signature()
+    assert [(r.name, r.action) for r in policy.rules] == [("a", "flag"), ("b", "block")]
+    assert policy.warnings == ()  # neither an error (different actions) nor a same-condition warning
 
 
 def test_clamp_and_scale_on_one_feature() -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from safesail_guard.policy import compile_policy, load_policy
-from safesail_guard.policy.engine import join_segments, prompt_segments
 from safesail_guard.policy.schema import ROLES
+from safesail_guard.policy.segments import join_segments, prompt_segments
 from tests.policy.builders import compiled, tok
 
 FLAG = """

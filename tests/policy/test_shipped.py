@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from safesail_guard.events import FeatureCatalog
 from safesail_guard.policy import compile_policy, load_policy
 from safesail_guard.policy.cases import check_expected_rules, load_cases
-from safesail_guard.runtime.events import FeatureCatalog
 from tests.policy.builders import tok
 
 SHIPPED = ["default", "monitor", "strict"]
@@ -65,7 +65,7 @@ def _domain_feature(catalog: FeatureCatalog, domain: str) -> str:
 
 
 def test_default_flags_moderate_and_blocks_sustained_weapons(shipped: dict, real_catalog: FeatureCatalog) -> None:
-    from safesail_guard.runtime.events import FeatureHit, TokenActivations
+    from safesail_guard.events import FeatureHit, TokenActivations
 
     policy = shipped["default"]
     fid = _domain_feature(real_catalog, "weapons")
@@ -95,7 +95,7 @@ def test_default_flags_non_english_prompts(shipped: dict) -> None:
 def test_strict_steers_once_weapons_appear_in_the_response(shipped: dict, real_catalog: FeatureCatalog) -> None:
     policy = shipped["strict"]
     fid = _domain_feature(real_catalog, "weapons")
-    from safesail_guard.runtime.events import FeatureHit, TokenActivations
+    from safesail_guard.events import FeatureHit, TokenActivations
 
     run = policy.start("Tell me a story.")
     assert run.active_steering() == []

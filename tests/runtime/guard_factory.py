@@ -16,7 +16,8 @@ from safesail_guard.hooks import capture, run_until_hooks
 from safesail_guard.runtime.scoring import RiskHead
 from safesail_guard.sae import SAEConfig, TopKSAE
 from safesail_neuron_db import DatabaseWriter
-from safesail_neuron_db.writer import add_files, competition_bytes
+from safesail_neuron_db.competition import competition_bytes
+from safesail_neuron_db.publish import add_files
 from safesail_training.act_records import fit_thresholds
 from tests.neuron_db.factory import _feature
 

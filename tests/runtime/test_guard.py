@@ -342,3 +342,26 @@ def test_guard_time_is_measured_once_per_nested_call(guard):
     wall = time.perf_counter() - t
     assert unguarded.guard_seconds == 0.0
     assert 0.0 < gen.guard_seconds < wall  # nested hooks (flush inside a layer hook) are not counted twice
+
+
+def test_every_import_shown_in_a_runtime_docstring_works():
+    """Example code in the runtime's docstrings (e.g. `runtime/guard.py`'s) imports names that exist."""
+    import ast
+    import importlib
+    import pkgutil
+
+    import safesail_guard.runtime as runtime
+
+    shown = []
+    for info in pkgutil.iter_modules(runtime.__path__, "safesail_guard.runtime."):
+        module = importlib.import_module(info.name)
+        docs = [ast.get_docstring(n) or "" for n in ast.walk(ast.parse(open(module.__file__).read()))
+                if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef))]
+        for line in "\n".join(docs).splitlines():
+            words = line.split()
+            if len(words) >= 4 and words[0] == "from" and words[2] == "import" and words[1].startswith("safesail"):
+                shown.append(line.strip())
+                names = [n.strip(" ,") for n in " ".join(words[3:]).split(",")]
+                target = importlib.import_module(words[1])
+                assert all(hasattr(target, n) for n in names), line.strip()
+    assert "from safesail_guard.runtime.guard import Guard" in shown

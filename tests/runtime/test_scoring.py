@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from safesail_guard.events import FeatureCatalog, FeatureHit, FeatureInfo, TokenActivations
 from safesail_guard.runtime.batch_score import ScoreError, ScoreItem, parse_jsonl, parse_record
-from safesail_guard.runtime.events import FeatureCatalog, FeatureHit, FeatureInfo, TokenActivations
 from safesail_guard.runtime.scoring import RiskHead, RiskHeadError, pool_features
 from safesail_training.risk_head import cross_validate, fit_nonneg_logistic
 
