@@ -5,11 +5,16 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
 from safesail_guard.cli.common import fail, user_errors
+
+if TYPE_CHECKING:
+    from safesail_guard.server.auth import KeyStore
+    from safesail_guard.server.config import Mode, ServerConfig
+    from safesail_guard.telemetry import TelemetryHandle
 
 MODE_HELP = "local: host the model with live hooks (can steer); upstream: forward to --upstream-url and guard."
 
@@ -45,10 +50,10 @@ def serve(
     from safesail_guard.telemetry import configure_telemetry
 
     with user_errors():
-        audit_kw = {"store_text": audit_text, "retention_days": retention_days}
+        audit_kw: dict[str, Any] = {"store_text": audit_text, "retention_days": retention_days}
         if audit_db is not None:
             audit_kw["path"] = audit_db
-        cfg = ServerConfig(host=host, port=port, mode=mode, model=model, db=db, policy=policy,  # type: ignore[arg-type]
+        cfg = ServerConfig(host=host, port=port, mode=cast("Mode", mode), model=model, db=db, policy=policy,
                            served_model_name=served_model_name, upstream_url=upstream_url,
                            upstream_model=upstream_model, upstream_api_key_env=upstream_key_env,
                            api_keys_file=api_keys_file,
@@ -75,23 +80,24 @@ def serve(
             handle.shutdown()
 
 
-def check_policy(cfg: object) -> None:
+def check_policy(cfg: ServerConfig) -> None:
     """Compile the policy against the database's features before serving, so a typo, an unknown feature or
     steering in upstream mode fails at startup and not on the first request (no model needed)."""
-    from safesail_guard.runtime.events import FeatureCatalog
-    from safesail_guard.runtime.guard import compile_policy_source
+    from safesail_guard.events import FeatureCatalog
+    from safesail_guard.policy import compile_policy_source
     from safesail_guard.runtime.scoring import RiskHead
     from safesail_guard.server.app import check_no_steering
     from safesail_neuron_db import NeuronDB, default_database_path
 
-    with NeuronDB.open(cfg.db or default_database_path()) as db:  # type: ignore[attr-defined]
+    with NeuronDB.open(cfg.db or default_database_path()) as db:
         catalog = FeatureCatalog.from_db(db)
-        compiled = compile_policy_source(cfg.policy, catalog, RiskHead.from_db(db, catalog))  # type: ignore[attr-defined]
-    if cfg.mode == "upstream":  # type: ignore[attr-defined]
+        compiled = compile_policy_source(cfg.policy, catalog, RiskHead.from_db(db, catalog))
+    if cfg.mode == "upstream":
         check_no_steering(compiled)
 
 
-def run_server(cfg: object, keys: object, handle: object | None, *, log_level: str = "info") -> None:
+def run_server(cfg: ServerConfig, keys: KeyStore, handle: TelemetryHandle | None, *,
+               log_level: str = "info") -> None:
     """Print the banner and run uvicorn until interrupted; ``handle`` is the configured telemetry (the caller
     shuts it down)."""
     import uvicorn
@@ -100,13 +106,13 @@ def run_server(cfg: object, keys: object, handle: object | None, *, log_level: s
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     redact_url_credentials_in_logs()
-    app = create_app(cfg, keys=keys)  # type: ignore[arg-type]
-    base = f"http://{_url_host(cfg.host)}:{cfg.port}"  # type: ignore[attr-defined]
-    telemetry = handle.describe() if handle is not None else "telemetry off"  # type: ignore[attr-defined]
+    app = create_app(cfg, keys=keys)
+    base = f"http://{_url_host(cfg.host)}:{cfg.port}"
+    telemetry = handle.describe() if handle is not None else "telemetry off"
     typer.echo(_banner(cfg, base, telemetry, keys))
     # keep-alive longer than uvicorn's 5 s default: a client that reuses a connection just as the server
     # closes it sees "Server disconnected without sending a response" (seen once in the load benchmark)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=log_level,  # type: ignore[attr-defined]
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=log_level,
                 timeout_keep_alive=30)
 
 
@@ -144,18 +150,18 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
-def _banner(cfg: object, base: str, telemetry: str, keys: object) -> str:
+def _banner(cfg: ServerConfig, base: str, telemetry: str, keys: KeyStore) -> str:
     from safesail_guard.models import EMBEDDED_ALIASES, EMBEDDED_NAME
 
-    auth = '-H "Authorization: Bearer $KEY" ' if getattr(keys, "enabled", False) else ""
-    model = cfg.served_model_name or (cfg.upstream_model if cfg.mode == "upstream" else None) or (  # type: ignore[attr-defined]
-        EMBEDDED_NAME if cfg.model in EMBEDDED_ALIASES else "<id from /v1/models>")  # type: ignore[attr-defined]
+    auth = '-H "Authorization: Bearer $KEY" ' if keys.enabled else ""
+    model = cfg.served_model_name or (cfg.upstream_model if cfg.mode == "upstream" else None) or (
+        EMBEDDED_NAME if cfg.model in EMBEDDED_ALIASES else "<id from /v1/models>")
     lines = [
-        f"safesail-guard proxy ({cfg.mode} mode, policy {cfg.policy}) on {base}",  # type: ignore[attr-defined]
+        f"safesail-guard proxy ({cfg.mode} mode, policy {cfg.policy}) on {base}",
         f"  OpenAI base URL:  {base}/v1",
         f"  dashboard:        {base}/ui",
         f"  health:           {base}/healthz   ready: {base}/readyz (the model loads in the background)",
-        f"  audit log:        {cfg.audit.path}  (safesail audit list --db {cfg.audit.path})",  # type: ignore[attr-defined]
+        f"  audit log:        {cfg.audit.path}  (safesail audit list --db {cfg.audit.path})",
         f"  telemetry:        {telemetry.removeprefix('telemetry:').strip()}",
         "  try:",
         f"    curl -s {base}/v1/chat/completions {auth}-H 'Content-Type: application/json' \\",

@@ -3,6 +3,9 @@
 Key file format: one key per line, ``id: key`` or just ``key``; blank lines and ``#`` comments are skipped.
 A key without an id gets ``key-<first 8 hex of its sha256>`` as its id: that id (never the key) is what the
 audit log, traces and headers carry. The environment variable holds comma-separated keys in the same forms.
+
+`authorize` is what every keyed route calls (`server/routes.py`, `server/ui_routes.py`) with the `KeyStore` the
+app's lifespan loaded into `ServerState`.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from fastapi import Request
 
 from safesail_guard.server.errors import APIError
 
@@ -108,3 +113,8 @@ class KeyStore:
         if found is None:
             raise APIError(401, "invalid API key", code="invalid_api_key")
         return found
+
+
+def authorize(request: Request, keys: KeyStore) -> str | None:
+    """The key id of the request's ``Authorization`` header (None when keys are off); 401 otherwise."""
+    return keys.check(request.headers.get("authorization"))

@@ -2,13 +2,16 @@
 
 Requests are validated strictly (no string-to-number coercion), the first problem becomes a 400 whose
 ``param`` is the field path (``messages[2].role``), and fields we do not model are kept: upstream mode forwards
-them untouched, local mode refuses the few it cannot honour (tools, logprobs, n > 1) by name.
+them untouched, local mode refuses by name those it cannot honour (`LOCAL_REFUSED`: tools, logprobs, n > 1, ...)
+and reports the rest as ignored (`local_ignored`).
 
 Messages are the exception, because every piece of client text must be scored before it reaches a model:
-`plain_messages` hands them to `chat.validate_messages`, which refuses what the guard cannot read (image,
+`plain_messages` hands them to `chat_template.validate_messages`, which refuses what the guard cannot read (image,
 audio and file parts, lone surrogates) and folds the text a message carries outside ``content`` (``name``,
 ``tool_calls``, ``function_call``, ``refusal``) into the scored text; a message field the guard does not know
 is refused when it holds anything, and a ``tool`` message needs its ``tool_call_id`` (as OpenAI requires).
+This is the one place the proxy validates a request: the `ChatJob` (`server/chat_request.py`) carries the
+validated messages to the backend, which tokenises them once.
 
 The guard's verdict travels in one extra, namespaced field, ``safesail``, on completions and on the last
 stream chunk; clients that do not know it ignore it.
@@ -24,14 +27,28 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from safesail_guard.chat import ChatFormatError, validate_messages
+from safesail_guard.chat_template import ChatFormatError, validate_messages
 from safesail_guard.server.errors import APIError, bad_request
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 MAX_STOP = 4
 MAX_MESSAGES = 1_024
-LOCAL_UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call", "response_format", "logprobs",
-                     "top_logprobs", "logit_bias", "audio", "modalities", "prediction")
+LOCAL_REFUSED = (
+    # OpenAI parameters local generation does not implement (upstream mode forwards them, and guards them)
+    "tools", "tool_choice", "functions", "function_call", "response_format", "logprobs", "top_logprobs",
+    "logit_bias", "audio", "modalities", "prediction",
+    # parameters of other OpenAI-compatible servers (vLLM, SGLang) that change what text comes back
+    "echo", "best_of", "use_beam_search", "prompt_logprobs", "guided_json", "guided_regex", "guided_choice",
+    "guided_grammar", "guided_decoding_backend", "structured_outputs", "continue_final_message", "chat_template",
+    "include_stop_str_in_output",
+)
+"""Request parameters local mode refuses by name (400 ``unsupported_parameter``) when given (not null, false,
+0, empty list or object): the answer a client relies on them for - a tool call, a schema, log-probabilities,
+an echo - is not one the local guarded model can give, so accepting them would answer a different question."""
+LOCAL_IGNORED = ("presence_penalty", "frequency_penalty", "user")
+"""Modelled request fields local mode accepts and does not use: the guarded model's sampler has no penalties,
+and ``user`` (an end-user id for the provider's abuse monitoring) is not recorded. Like any field this module does
+not model, they are listed in ``safesail.ignored`` and logged when given (`local_ignored`)."""
 
 
 MESSAGE_FIELDS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id", "function_call", "refusal"})
@@ -73,7 +90,7 @@ class SteerRequest(BaseModel):
     """One steering op on one database feature for this request (local mode)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-    feature_id: str = Field(min_length=1, max_length=64, description="Database feature id, e.g. L14_1234.")
+    feature_id: str = Field(min_length=1, max_length=64, description="Database feature id, e.g. 14_4141.")
     op: Literal["clamp", "scale", "add"]
     value: float = Field(ge=-1_000, le=1_000, description="Normalised units (x max_act) for clamp/add; a factor for scale.")
 
@@ -161,8 +178,9 @@ def validate_model(model: type[BaseModel], obj: Any) -> Any:
 
 
 def plain_messages(req: ChatCompletionRequest) -> list[dict[str, str]]:
-    """``[{role, content}]`` with every piece of client text in ``content`` (see `chat.validate_messages`);
-    a 400 naming the field for what cannot be scored, and for messages that are empty everywhere."""
+    """``[{role, content}]`` with every piece of client text in ``content`` (see
+    `chat_template.validate_messages`); a 400 naming the field for what cannot be scored, and for messages that are
+    empty everywhere."""
     raw: list[dict[str, Any]] = []
     for i, m in enumerate(req.messages):
         for key, value in (m.model_extra or {}).items():
@@ -207,15 +225,30 @@ def stop_list(req: ChatCompletionRequest) -> list[str]:
     return items
 
 
+def _given(value: Any) -> bool:
+    """True for a value that asks for something (not null, false, 0, an empty list or object)."""
+    return value not in (None, False, [], {})
+
+
 def check_local_support(req: ChatCompletionRequest) -> None:
-    """Refuse by name what local generation cannot do (upstream mode forwards these instead)."""
+    """Refuse by name what local generation cannot do (`LOCAL_REFUSED`, ``n > 1``); upstream mode forwards these
+    instead."""
     extra = req.model_extra or {}
-    for name in LOCAL_UNSUPPORTED:
-        if name in extra and extra[name] not in (None, False, [], {}):
+    for name in LOCAL_REFUSED:
+        if _given(extra.get(name)):
             raise bad_request(f"{name}: not supported by the local guarded model", param=name,
                               code="unsupported_parameter")
     if req.n not in (None, 1):
         raise bad_request("n: the local guarded model returns one choice; use n=1", param="n")
+
+
+def local_ignored(req: ChatCompletionRequest) -> list[str]:
+    """The request's fields local mode accepts but does not use, sorted: `LOCAL_IGNORED` ones and every field
+    this module does not model, when given (after `check_local_support` refused what must not be ignored). The
+    server logs them and lists them in ``safesail.ignored``, as vLLM logs the fields it ignores."""
+    names = {name for name in LOCAL_IGNORED if _given(getattr(req, name))}
+    names.update(k for k, v in (req.model_extra or {}).items() if k not in LOCAL_REFUSED and _given(v))
+    return sorted(names)
 
 
 # ----------------------------------------------------------------------------------------------- responses

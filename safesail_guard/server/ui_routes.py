@@ -14,10 +14,11 @@
   audit rows, newest first (`AuditLog.query`).
 
 The chat itself goes through the proxy's own ``POST /v1/chat/completions`` (``"safesail": {"tokens": true}``);
-nothing here generates. The JSON routes behave like the others: 503 while the model loads, 401 without a valid
-key (when keys are configured), OpenAI error bodies with a 4xx naming the parameter for bad input. Query
-parameters are read by hand so the key is checked before them. The routes are listed in the OpenAPI schema
-(`IN_SCHEMA`; the fuzz test pins every route), their query parameters in docs/dashboard.md.
+nothing here generates. The JSON routes behave like the others: 503 while the model loads (`state.ready_state`),
+401 without a valid key when keys are configured (`auth.authorize`), OpenAI error bodies with a 4xx naming the
+parameter for bad input. Query parameters are read by hand so the key is checked before them. The routes are
+listed in the OpenAPI schema (`IN_SCHEMA`; the fuzz test pins every route), their query parameters in
+docs/dashboard.md.
 
 Database reads run on a thread (`asyncio.to_thread`): `NeuronDB` serialises its queries under its own lock and
 the model thread never reads it after loading; audit reads use the log's query-only connection.
@@ -35,8 +36,9 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
 from safesail_guard.audit.timespec import parse_duration, parse_iso
-from safesail_guard.server.app import ServerState, _authorize, _ready_state
+from safesail_guard.server.auth import authorize
 from safesail_guard.server.errors import APIError, bad_request
+from safesail_guard.server.state import ServerState, ready_state
 
 IN_SCHEMA = True
 """List the dashboard's JSON routes in the OpenAPI schema (off: the schema is the OpenAI-facing proxy)."""
@@ -88,18 +90,18 @@ def install_ui(app: FastAPI) -> None:
     @router.get("/v1/safesail/info")
     async def info(request: Request) -> dict[str, Any]:
         """Model, mode, policy and database summary (the dashboard's header)."""
-        st = _ready_state(request)
-        _authorize(request, st)
+        st = ready_state(request)
+        authorize(request, st.keys)
         entries = await maps.get(st)
         return _info(st, entries)
 
     @router.get("/v1/safesail/map")
     async def feature_map(request: Request) -> dict[str, Any]:
         """Every feature of the database with its map position (``x``/``y`` null when it has none)."""
-        st = _ready_state(request)
-        _authorize(request, st)
+        st = ready_state(request)
+        authorize(request, st.keys)
         entries = await maps.get(st)
-        db = st.backend.guard.db
+        db = st.served.guard.db
         present = sorted({d for e in entries.values() for d in e["domains"]})
         return {"object": "safesail.map", "model": db.manifest.model.name, "map_method": db.manifest.map_method,
                 "layers": db.layers, "domains": present, "count": len(entries),
@@ -108,12 +110,12 @@ def install_ui(app: FastAPI) -> None:
     @router.get("/v1/safesail/features")
     async def search(request: Request) -> dict[str, Any]:
         """Full-text search over feature ids, explanations and concepts, best match first."""
-        st = _ready_state(request)
-        _authorize(request, st)
+        st = ready_state(request)
+        authorize(request, st.keys)
         params = _Params(request, ("q", "limit", "layer", "domain"))
         q = params.text("q", required=True, max_chars=MAX_QUERY_CHARS)
         limit = params.integer("limit", 20, 1, MAX_SEARCH)
-        db = st.backend.guard.db
+        db = st.served.guard.db
         layer = params.integer("layer", None, 0, 10_000)
         if layer is not None and layer not in db.layers:
             raise bad_request(f"layer: no features at layer {layer}; layers here: {db.layers}", param="layer")
@@ -136,10 +138,10 @@ def install_ui(app: FastAPI) -> None:
         """One feature: explanation, concepts, scores and its top activation contexts (404 naming near ids)."""
         from safesail_neuron_db.errors import FeatureNotFoundError
 
-        st = _ready_state(request)
-        _authorize(request, st)
+        st = ready_state(request)
+        authorize(request, st.keys)
         n_examples = _Params(request, ("examples",)).integer("examples", 8, 0, MAX_EXAMPLES)
-        db = st.backend.guard.db
+        db = st.served.guard.db
         if len(feature_id) > 64 or "\x00" in feature_id:
             raise APIError(404, f"no feature {feature_id[:64]!r}; feature ids look like '<layer>_<latent>'",
                            param="feature_id", code="feature_not_found")
@@ -156,8 +158,8 @@ def install_ui(app: FastAPI) -> None:
         from safesail_guard.audit import STAGES, AuditError
         from safesail_guard.policy.decision import ACTIONS
 
-        st = _ready_state(request)
-        _authorize(request, st)
+        st = ready_state(request)
+        authorize(request, st.keys)
         p = _Params(request, ("since", "until", "action", "stage", "concept", "rule", "request_id", "limit",
                               "offset"))
         now = time.time()
@@ -290,7 +292,7 @@ class _MapCache:
         self._lock = asyncio.Lock()
 
     async def get(self, st: ServerState) -> dict[str, dict[str, Any]]:
-        db = st.backend.guard.db
+        db = st.served.guard.db
         if self._key != id(db):
             async with self._lock:
                 if self._key != id(db):
@@ -346,7 +348,7 @@ def _card(v: Any, n_examples: int) -> dict[str, Any]:
 
 
 def _info(st: ServerState, entries: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    be = st.backend
+    be = st.served
     db = be.guard.db
     policy = getattr(getattr(be, "guarded", None), "policy", None)
     rules = [{"name": r.name, "action": r.action, "description": r.description} for r in policy.rules] \

@@ -7,7 +7,8 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.server.conftest import PROMPT, block_policy
+from safesail_guard.server.openai_schema import LOCAL_REFUSED
+from tests.server.conftest import PROMPT, block_policy, openai_error
 
 
 def _sse(text: str) -> list:
@@ -159,3 +160,60 @@ def test_score_endpoint_matches_batch_scorer_records(harness_factory):
     assert [d["id"] for d in data] == ["a", "b", "c"]
     assert 0 <= data[0]["score"] <= 1 and data[0]["decision"] == "log"
     assert "error" in data[1] and "empty" in data[1]["error"]
+
+
+def test_fields_local_mode_does_not_use_are_logged_and_listed_as_ignored(harness_factory, caplog):
+    """Penalties, ``user`` and fields the wire format does not model were accepted in silence: the client could
+    not tell that its ``presence_penalty`` changed nothing. They are named in ``safesail.ignored`` and logged."""
+    h = harness_factory()
+    extra = {"presence_penalty": 0.5, "frequency_penalty": -1.0, "user": "u-1", "top_k": 40, "metadata": {"a": "b"}}
+    with caplog.at_level("WARNING", logger="safesail.server"), TestClient(h.app) as c:
+        r = c.post("/v1/chat/completions", json=h.chat(max_tokens=4, **extra))
+        s = c.post("/v1/chat/completions", json=h.chat(max_tokens=4, stream=True, **extra))
+        plain = c.post("/v1/chat/completions", json=h.chat(max_tokens=4, presence_penalty=0, frequency_penalty=0.0,
+                                                           user=None, top_k=None))
+    assert r.status_code == 200, r.text
+    assert r.json()["safesail"]["ignored"] == sorted(extra)
+    last = [e for e in _sse(s.text) if e != "[DONE]" and e["choices"]][-1]
+    assert last["safesail"]["ignored"] == sorted(extra)
+    assert "ignored" not in plain.json()["safesail"]  # zero penalties and nulls ask for nothing
+    warnings = [rec.getMessage() for rec in caplog.records if "ignored" in rec.getMessage()]
+    assert len(warnings) == 2 and all(", ".join(sorted(extra)) in w for w in warnings)
+
+
+@pytest.mark.parametrize("name", LOCAL_REFUSED)
+def test_every_refused_field_is_refused_by_name_never_ignored(harness_factory, name):
+    h = harness_factory()
+    with TestClient(h.app) as c:
+        r = c.post("/v1/chat/completions", json=h.chat(max_tokens=4, **{name: "x"}))
+    assert openai_error(r, 400, name)["code"] == "unsupported_parameter"
+
+
+def test_a_local_request_tokenises_its_prompt_once(harness_factory, server_guard, monkeypatch):
+    """The backend encodes the prompt to count its tokens and hands that encoding to the generation, which
+    used to encode it again."""
+    calls: list[object] = []
+    encode = server_guard.encode_prompt
+
+    def counting(prompt, response=None):
+        calls.append(prompt)
+        return encode(prompt, response)
+
+    monkeypatch.setattr(server_guard, "encode_prompt", counting)
+    h = harness_factory()
+    with TestClient(h.app) as c:
+        for stream in (False, True):
+            calls.clear()
+            r = c.post("/v1/chat/completions", json=h.chat(max_tokens=4, stream=stream))
+            assert r.status_code == 200 and len(calls) == 1, (stream, calls)
+
+
+def test_prompt_verdict_judges_every_message_text(harness_factory):
+    """The prompt stage reads every role, so its recorded text is every message's text (the same rule a pivot
+    translator gets), not only the last user message."""
+    h = harness_factory()
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": PROMPT}]
+    with TestClient(h.app) as c:
+        r = c.post("/v1/chat/completions", json=h.chat(messages=messages, max_tokens=4))
+    rows = h.audit.query(request_id=r.json()["safesail"]["request_id"], stage="prompt")
+    assert rows[0].text == "Be brief.\n" + PROMPT
