@@ -38,7 +38,8 @@ from _machine import cpu_model, git_commit  # noqa: E402
 from keyword_baseline import keyword_score  # noqa: E402
 
 from safesail_guard.hooks import HookPoint, collect_padded  # noqa: E402
-from safesail_guard.runtime.guard import Guard, watched_mask  # noqa: E402
+from safesail_guard.runtime.guard import Guard  # noqa: E402
+from safesail_guard.runtime.prompts import watched_mask  # noqa: E402
 from safesail_guard.runtime.scoring import RiskHead  # noqa: E402
 from safesail_training.corpus.pairs import load_pairs  # noqa: E402
 from safesail_training.risk_head import pooled_matrix, select_and_fit  # noqa: E402

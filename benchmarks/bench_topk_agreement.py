@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import cpu_model, git_commit  # noqa: E402
 
 from safesail_guard.runtime.encoder import Competition, LayerEncoder, measure_agreement  # noqa: E402
-from safesail_guard.runtime.competition import quantize_rows  # noqa: E402
 from safesail_guard.sae import TopKSAE  # noqa: E402
 from safesail_neuron_db import NeuronDB  # noqa: E402
+from safesail_neuron_db.competition import quantize_rows  # noqa: E402
 from safesail_training.shards import open_shards  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -13,7 +13,8 @@ warnings.filterwarnings("ignore")
 sys.path.insert(0, "benchmarks")
 torch.set_num_threads(2)
 from bench_detection import auroc
-from safesail_guard.runtime.guard import Guard, watched_mask
+from safesail_guard.runtime.guard import Guard
+from safesail_guard.runtime.prompts import watched_mask
 from safesail_guard.hooks import HookPoint, StopForward, attach_hooks
 from safesail_guard.sae import TopKSAE
 from safesail_training.corpus.pairs import load_pairs

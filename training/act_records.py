@@ -10,6 +10,10 @@ each point's activations with its TopK SAE and keeps, for the *selected* latents
   TopK firing as closely as possible (best F1). The runtime guard only ships the selected encoder rows, so
   it cannot rank all latents per token; the threshold stands in for the TopK competition. Its agreement
   with TopK on the explanation set is measured and stored.
+
+How it connects: the ``records`` stage of `safesail build-db` (`safesail_training.build_db_select`) calls all
+three; the records are `safesail_neuron_db.records.FeatureRecords` and go on to the explainer, the simulators
+and the database writer, and the thresholds into the database's encoder file.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import torch
 from safesail_guard.hooks import HookPoint
 from safesail_guard.models import LoadedModel
 from safesail_guard.sae import TopKSAE
-from safesail_training.db_types import ActivationExample, ConceptHit, FeatureRecords, feature_id, quantize
+from safesail_neuron_db.records import ActivationExample, ConceptHit, FeatureRecords, feature_id, quantize
 from safesail_training.harvest import _batches, encode_record, forward_collect, keep_mask, record_text_and_kind
 
 

@@ -9,6 +9,10 @@ interrupted build resumes where it stopped and a finished one replays its report
     out_dir/saes/<point>/k<k>/metrics.json   FVU, MSE, L0, R_alive, delta NTP loss, selection metrics
     out_dir/selection.{md,json,png}          the paper-style table, the recommendation, the CDF plot
     out_dir/build.json                       timings of each stage and the configuration used
+
+How it connects: `safesail build-sae` (`safesail_guard.cli.pipeline`) runs `run_build`; `safesail build-db`
+(`safesail_training.build_db_select`) runs it for missing SAEs and reads the same corpus order through
+`corpus_records`. The stages use `harvest`, `shards`, `train`, `metrics`, `model_metrics` and `select`.
 """
 
 from __future__ import annotations
@@ -59,7 +63,10 @@ class BuildSAEConfig(BaseModel):
         return [HookPoint.parse(p).name for p in v]
 
 
-def _records(cfg: BuildSAEConfig) -> list[Any]:
+def corpus_records(cfg: BuildSAEConfig) -> list[Any]:
+    """The SAE build's corpus, in build order: the built-in general text (shuffled with ``cfg.seed``, unless
+    ``cfg.replace_corpus``) followed by the user's ``--corpus`` files. The first ``cfg.eval_records`` are held
+    out for evaluation; `safesail_training.build_db` reads the same list to find text training never saw."""
     from safesail_training.corpus import general
 
     recs: list[Any] = []
@@ -73,7 +80,7 @@ def _records(cfg: BuildSAEConfig) -> list[Any]:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    from safesail_guard.fileio import atomic_write_text
+    from safesail_neuron_db.fileio import atomic_write_text
 
     atomic_write_text(path, json.dumps(obj, indent=2, default=str))
 
@@ -105,7 +112,7 @@ def run_build(cfg: BuildSAEConfig, *, log: Log = print, progress: bool = True, h
     timings["load_model"] = time.perf_counter() - t0
     log(f"model {loaded.identity.name}: {loaded.n_layers} layers, d_model {loaded.d_model}, loaded in {loaded.load_seconds:.1f} s")
 
-    records = _records(cfg)
+    records = corpus_records(cfg)
     eval_recs, train_recs = records[: cfg.eval_records], records[cfg.eval_records :]
     corpus_id = f"{'user' if cfg.replace_corpus else 'builtin'}+{len(cfg.user_corpus)}user:seed{cfg.seed}:n{len(records)}"
     log(f"corpus: {len(records)} records ({len(eval_recs)} held out for evaluation)")

@@ -9,6 +9,10 @@ A feature is kept for every concept where ``precision >= min_precision`` and ``r
 (paper: 0.75 and 0.2 - a high precision bar because a neuron's concept may be narrower than our category,
 hence the low recall bar). Because each twin differs from its query only by the concept, a feature that
 fires on both - a style or topic-frame feature - gets precision near 0.5 and is dropped.
+
+How it connects: the ``filter`` stage of `safesail build-db` (`safesail_training.build_db_select`) runs
+`calibrate_recall` and `filter_features` per hook point on the pair activations of the ``pairs`` stage; the
+`ConceptHit` records it returns (`safesail_neuron_db.records`) become each feature's concept tags.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from safesail_training.db_types import ConceptHit
+from safesail_neuron_db.records import ConceptHit
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,10 @@
 """The results page of a neuron database build: markdown plus matplotlib PNGs, from the database itself and the
-build's summary (``<work_dir>/db/summary.json``). Every number on the page is read from those two sources."""
+build's summary (``<work_dir>/db/summary.json``). Every number on the page is read from those two sources.
+
+How it connects: `safesail db report` (`safesail_guard.cli.db`) calls `write_report` after `safesail build-db`
+(`safesail_training.build_db`) has written the database and its summary; the database is read with
+`safesail_neuron_db.NeuronDB` and the map is drawn with `safesail_training.feature_map.plot_map`.
+"""
 
 from __future__ import annotations
 

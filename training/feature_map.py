@@ -3,6 +3,10 @@
 `project_2d` turns an [n, d] matrix into [n, 2] coordinates scaled into [-1, 1] with the aspect ratio kept.
 UMAP (`umap-learn`) and matplotlib are optional: without UMAP, "auto" falls back to a deterministic PCA,
 and without matplotlib `plot_map` returns None.
+
+How it connects: the ``map`` stage of `safesail build-db` (`safesail_training.build_db_describe`) projects the
+explanation embeddings with `project_2d` and stores the coordinates in the database; `safesail_training.db_report`
+draws them with `plot_map`.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from safesail_guard.fileio import atomic_write_bytes
+from safesail_neuron_db.fileio import atomic_write_bytes
 
 # UMAP's spectral initialisation needs a handful of points; below this "umap" is refused and "auto" uses PCA.
 UMAP_MIN_POINTS = 5

@@ -1,7 +1,7 @@
 """Stream text through a model with hooks and store activations at chosen hook points as shards.
 
 Input is any iterable of text records (the built-in corpus from `safesail_training.corpus.general`, or the
-user's own JSONL/text files). Each record is encoded with `safesail_guard.chat` (chat records get the chat
+user's own JSONL/text files). Each record is encoded with `safesail_guard.chat_template` (chat records get the chat
 template), documents are grouped into windows, sorted by length inside a window and batched with little
 padding, and the forward pass stops right after the deepest hooked module (`stop_after`), so the layers above
 it and the LM head are never run. Activations at kept positions (not padding, and not special tokens unless
@@ -10,6 +10,9 @@ configured) go to one `ShardWriter` per hook point.
 Resumable: shards are committed at window boundaries together with a cursor (the index of the last record of
 the window), so an interrupted harvest restarts after the last committed window and yields the same shards as
 an uninterrupted one. Memory is bounded by one window of activations plus one shard buffer.
+
+How it connects: `safesail_training.build_sae` and `safesail harvest` write training and held-out shards
+with it (`safesail_training.shards`); `act_records` and `model_metrics` reuse its hooks and batching.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any, Literal, TypeVar
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from safesail_guard.chat import EncodedText, encode_chat, encode_text
+from safesail_guard.chat_template import EncodedText, encode_chat, encode_text
 from safesail_guard.hooks import HookPoint, collect_padded, resolve_points
 from safesail_guard.models import LoadedModel
 from safesail_training.shards import ShardError, ShardWriter

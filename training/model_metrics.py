@@ -5,6 +5,11 @@
   Computed once per point and reused for every SAE in a sweep.
 - `delta_ntp_loss` is the Safe-SAIL Table 1 column δL_NTP: mean next-token cross-entropy with the SAE's
   reconstruction spliced in at the hook point, minus the clean loss, over the same tokens.
+
+How it connects: `safesail_training.build_sae` uses both (selection on the concept pairs, ΔNTP per SAE); the
+``pairs`` and ``style`` stages of `safesail build-db` (`build_db_select`, `build_db_checks`) use
+`query_sites_acts`. The hooks come from `safesail_guard.hooks`, the encoding and batching from
+`safesail_training.harvest`.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from safesail_guard.chat import EncodedText, encode_chat, encode_text
+from safesail_guard.chat_template import EncodedText, encode_chat, encode_text
 from safesail_guard.hooks import HookPoint, attach_hooks
 from safesail_guard.models import LoadedModel
 from safesail_training.harvest import _batches, forward_collect

@@ -8,7 +8,7 @@ in the concept and as little else as possible.
 Flow: :func:`read_concept_queries` validates the input JSONL (and, through ``safesail_training.corpus.pairs``,
 level0/level1 against the taxonomy and every field against the ``ConceptPair`` schema, so the output loads with
 ``load_pairs``) -> :func:`build_messages` asks the LLM for the twin through
-:class:`~safesail_training.llm_client.LLMClient` -> :func:`extract_twin` takes the fenced block from the reply
+:class:`~safesail_guard.llm_client.LLMClient` -> :func:`extract_twin` takes the fenced block from the reply
 and rejects empty, truncated or unchanged twins -> successes are appended to the output JSONL in the pair
 format, failures go to ``<output stem>.errors.jsonl`` with a status. A failed record never gets a twin.
 
@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safesail_training.llm_client import Completion, LLMClient, LLMError
+from safesail_guard.llm_client import LLMClient
+from safesail_guard.llm_config import Completion, LLMError
 
 __all__ = [
     "ConceptQuery",

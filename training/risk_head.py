@@ -4,6 +4,11 @@ Inputs per text: each database feature's largest normalized activation over the 
 runtime guard computes it (`Guard.scan_batch`, same firing rule). The head is a logistic regression with
 non-negative weights and an L1 penalty (projected gradient), so the score is a short, exact sum of feature
 contributions. The L1 strength is picked by grouped cross-validation (a pair's two texts stay in one fold).
+
+How it connects: the ``guard_files`` stage of `safesail build-db` (`safesail_training.build_db_write`) fits the
+head with `fit_risk_head` through a runtime `Guard` and stores it in the database; the guard loads it as a
+`safesail_guard.runtime.scoring.RiskHead`. `pick_scoring_latents` serves the ``filter`` stage
+(`build_db_select`), and `benchmarks/bench_detection.py` uses the pooled-matrix helpers.
 """
 
 from __future__ import annotations

@@ -14,6 +14,10 @@ features of an SAE, per domain:
 The baseline is k-sparse probing (Gurnee et al. 2023): pick the k features whose mean max-activation differs
 most between concept and de-concept queries on the training folds, fit a logistic regression on them, and
 report held-out accuracy (folds split by pair, so a twin never sits on the other side of the split).
+
+How it connects: `safesail_training.build_sae` ranks its SAE sweep with these metrics (activations from
+`safesail_training.model_metrics`); `feature_max` also serves the ``pairs`` and ``style`` stages of
+`safesail build-db` (`build_db_select`, `build_db_checks`).
 """
 
 from __future__ import annotations

@@ -36,9 +36,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 from torch import Tensor
 
-from safesail_guard.fileio import atomic_write_bytes as _atomic_write_bytes
-from safesail_guard.fileio import read_json_object
-from safesail_guard.fileio import sha256_file as _sha256_file
+from safesail_neuron_db.fileio import atomic_write_bytes as _atomic_write_bytes
+from safesail_neuron_db.fileio import read_json_object
+from safesail_neuron_db.fileio import sha256_file as _sha256_file
 
 __all__ = [
     "SCHEMA_VERSION",

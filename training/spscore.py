@@ -7,6 +7,10 @@ Scale 0-10: 0 = one clear concept (or close facets of one concept), 10 = many un
 * :class:`OfflineSpScorer` (``"offline-proxy:context-dispersion"``): a proxy, not the paper's measure -
   10 x the mean pairwise cosine distance between sentence embeddings of the feature's top contexts. Contexts
   about one topic sit close together (low score); a feature firing on unrelated material spreads them out.
+
+How it connects: the ``spscore`` stage of `safesail build-db` (`safesail_training.build_db_describe`) runs
+`score_many`; the offline scorer embeds with `safesail_training.simulate_embedding.embed_rows`, the LLM one shares
+the reply helpers of `safesail_training.explain`, and scores are `safesail_neuron_db.records.SuperpositionScore`.
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from safesail_training.db_types import ActivationExample, Explanation, FeatureRecords, SuperpositionScore
+from safesail_guard.llm_client import LLMClient
+from safesail_guard.llm_config import Completion, LLMError
+from safesail_neuron_db.records import ActivationExample, Explanation, FeatureRecords, SuperpositionScore
 from safesail_training.explain import firing_examples, peak_window, snippet, strip_fences, strip_reasoning
-from safesail_training.llm_client import Completion, LLMClient, LLMError
-from safesail_training.simulate import TextEmbedder, embed_rows
+from safesail_training.simulate_embedding import TextEmbedder, embed_rows
 
 __all__ = [
     "LLMSpScorer",

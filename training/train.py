@@ -3,7 +3,7 @@
 How it connects: reads shards written by the harvester through `safesail_training.shards`, trains the
 `safesail_guard.sae.TopKSAE` (the same class the runtime loads), scores the held-out split with
 `safesail_training.metrics`, and leaves in ``out_dir`` the SAE checkpoint (``cfg.json`` + ``sae.safetensors``)
-and ``train_log.jsonl``. The build / sweep step (`safesail_training.build`, `select`) calls `train_sae` once
+and ``train_log.jsonl``. The build / sweep step (`safesail_training.build_sae`, `select`) calls `train_sae` once
 per (hook point, k, expansion).
 
 Recipe (Gao et al. 2024, "Scaling and evaluating sparse autoencoders"):

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from safesail_guard.sae import SAEConfig, TopKSAE
+from safesail_neuron_db.records import ConceptHit, quantize
 from safesail_training.act_records import ExplanationActs, RecordsConfig, collect_acts, feature_records, fit_thresholds
-from safesail_training.db_types import ConceptHit, quantize
 
 TEXTS = [
     "the cat sat on the mat and looked at the door",

@@ -10,8 +10,10 @@ import torch
 
 from safesail_guard.sae import SAEConfig, TopKSAE
 from safesail_neuron_db import NeuronDB
-from safesail_training import build_db as build_db_mod
-from safesail_training.build_db import BuildDBConfig, JsonlLog, run_build_db
+from safesail_training import build_db_describe, build_db_select
+from safesail_training.build_db import run_build_db
+from safesail_training.build_db_config import BuildDBConfig
+from safesail_training.build_db_resume import JsonlLog
 from tests.fakes.fake_openai import FakeOpenAIServer, Reply, chat_body
 from tests.training.test_explain import FakeEmbedder, make_client
 
@@ -48,7 +50,7 @@ def _pairs_file(tmp_path: Path) -> Path:
 @pytest.fixture
 def fake_embedder(monkeypatch):
     emb = FakeEmbedder()
-    monkeypatch.setattr(build_db_mod, "_EMBEDDER", emb)
+    monkeypatch.setattr(build_db_describe, "_EMBEDDER", emb)
     return emb
 
 
@@ -158,8 +160,8 @@ def test_results_made_from_older_records_are_redone(tmp_path: Path, tiny_model_d
 
 
 def test_top_risky_share_counts_top_windows_from_safety_rich_text() -> None:
-    from safesail_training.build_db import top_risky_share
-    from safesail_training.db_types import ActivationExample, FeatureRecords
+    from safesail_neuron_db.records import ActivationExample, FeatureRecords
+    from safesail_training.build_db_select import top_risky_share
 
     def ex(kind: str, source: str) -> ActivationExample:
         return ActivationExample(["a"], [1.0], [10], 1.0, kind, 10, source)
@@ -173,7 +175,7 @@ def test_specificity_check_drops_features_and_their_encoder_rows(tmp_path: Path,
     cfg = _setup(tmp_path, tiny_model_dirs["llama"], min_top_risky=0.0)
     everything = run_build_db(cfg, log=lambda s: None, progress=False)
     # a random model has no safety-rich features; let odd latents count as specific to test the mechanics
-    monkeypatch.setattr(build_db_mod, "top_risky_share", lambda feat, kinds: float(feat.latent % 2))
+    monkeypatch.setattr(build_db_select, "top_risky_share", lambda feat, kinds: float(feat.latent % 2))
     strict = run_build_db(cfg.model_copy(update={"min_top_risky": 0.5, "out": tmp_path / "db2"}), log=lambda s: None, progress=False)
     assert strict["specificity"]["before"] == everything["features"]
     assert strict["features"] == strict["specificity"]["kept"] < everything["features"]

@@ -10,7 +10,9 @@ from collections.abc import Sequence
 import pytest
 import torch
 
-from safesail_training.db_types import ActivationExample, ConceptHit, Explanation, FeatureRecords, quantize
+from safesail_guard.llm_client import LLMClient
+from safesail_guard.llm_config import LLMClientConfig
+from safesail_neuron_db.records import ActivationExample, ConceptHit, Explanation, FeatureRecords, quantize
 from safesail_training.explain import (
     Explainer,
     OfflineExplainer,
@@ -21,7 +23,6 @@ from safesail_training.explain import (
     peak_window,
     strip_reasoning,
 )
-from safesail_training.llm_client import LLMClient, LLMClientConfig
 from tests.fakes.fake_openai import FakeOpenAIServer, Reply, chat_body, error_body, last_user_text
 from tests.fakes.fixtures import clean_llm_env  # noqa: F401  (autouse fixture)
 

@@ -182,7 +182,7 @@ def test_bad_input_line_names_file_and_line(
 ) -> None:
     inp = write_jsonl(tmp_path / "q.jsonl", [record("a", "FENCED x"), line])
     result = run_cli(server, inp, tmp_path / "out.jsonl")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert f"{inp}:2" in result.stderr and expected in result.stderr
     assert "Traceback" not in result.output
     assert server.requests == []  # input is validated before any request
@@ -193,12 +193,12 @@ def test_unknown_taxonomy_levels_are_rejected(server: FakeOpenAIServer, tmp_path
     inp = write_jsonl(tmp_path / "q.jsonl", [record("a", "FENCED x"),
                                              {"id": "b", "level0": "no-such-domain", "level1": L1, "concept": "q"}])
     result = run_cli(server, inp, tmp_path / "out.jsonl")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert f"{inp}:2" in result.stderr and "unknown level0 'no-such-domain'" in result.stderr
     assert L0 in result.stderr  # the valid choices are listed
     inp = write_jsonl(tmp_path / "q.jsonl", [{"id": "b", "level0": L0, "level1": "no-such-sub", "concept": "q"}])
     result = run_cli(server, inp, tmp_path / "out.jsonl")
-    assert result.exit_code == 1 and "unknown level1 'no-such-sub'" in result.stderr
+    assert result.exit_code == 2 and "unknown level1 'no-such-sub'" in result.stderr
     assert server.requests == []
 
 
@@ -208,7 +208,7 @@ def test_pair_schema_checked_before_requests_and_output_loads(server: FakeOpenAI
 
     bad = write_jsonl(tmp_path / "bad.jsonl", [record("a", "FENCED x", lang="xx")])
     result = run_cli(server, bad, tmp_path / "out.jsonl")
-    assert result.exit_code == 1 and f"{bad}:1" in result.stderr and "unknown lang 'xx'" in result.stderr
+    assert result.exit_code == 2 and f"{bad}:1" in result.stderr and "unknown lang 'xx'" in result.stderr
     assert server.requests == []
     inp = write_jsonl(tmp_path / "q.jsonl", [record("a", "FENCED x", lang="zh"), record(None, "PLAIN y")])
     assert run_cli(server, inp, tmp_path / "out.jsonl").exit_code == 0
@@ -221,11 +221,11 @@ def test_cli_settings_errors(server: FakeOpenAIServer, tmp_path: Path, monkeypat
     inp = write_jsonl(tmp_path / "q.jsonl", [record("a", "FENCED x")])
     runner = CliRunner()
     result = runner.invoke(app, ["generate", str(inp), "-o", str(tmp_path / "o.jsonl"), "--model", "m"])
-    assert result.exit_code == 1 and "base_url" in result.stderr and "--base-url" in result.stderr
+    assert result.exit_code == 2 and "base_url" in result.stderr and "--base-url" in result.stderr
     result = run_cli(server, inp, tmp_path / "o.jsonl", "--api-key-env", "SAFESAIL_TEST_UNSET_KEY")
-    assert result.exit_code == 1 and "SAFESAIL_TEST_UNSET_KEY" in result.stderr
+    assert result.exit_code == 2 and "SAFESAIL_TEST_UNSET_KEY" in result.stderr
     result = run_cli(server, tmp_path / "missing.jsonl", tmp_path / "o.jsonl")
-    assert result.exit_code == 1 and "no such file" in result.stderr
+    assert result.exit_code == 2 and "no such file" in result.stderr
     assert server.requests == []
 
 
@@ -288,7 +288,7 @@ def test_read_concept_queries_derives_stable_ids(tmp_path: Path) -> None:
 
 
 def test_cli_help_defaults_match_config() -> None:
-    from safesail_training.llm_client import LLMClientConfig
+    from safesail_guard.llm_config import LLMClientConfig
 
     result = CliRunner().invoke(app, ["generate", "--help"], env={"COLUMNS": "400"})
     assert result.exit_code == 0
@@ -300,7 +300,8 @@ def test_cli_help_defaults_match_config() -> None:
 
 
 def test_generate_pairs_library_call_without_schema_check(server: FakeOpenAIServer, tmp_path: Path) -> None:
-    from safesail_training.llm_client import LLMClient, LLMClientConfig
+    from safesail_guard.llm_client import LLMClient
+    from safesail_guard.llm_config import LLMClientConfig
     from safesail_training.pairs_generate import generate_pairs
 
     inp = write_jsonl(tmp_path / "q.jsonl", [{"id": "x", "level0": "not-in-taxonomy", "level1": "any",

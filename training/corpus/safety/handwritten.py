@@ -11,6 +11,8 @@ The source files are plain text, written by hand for this project (see the data 
 
 The label comes from the file: ``handwritten_unsafe`` -> ``unsafe``, ``handwritten_edgy`` -> ``edgy``,
 ``handwritten_benign`` -> ``benign``. Item ids are ``<source>-<4 digits>`` in file order.
+
+Used only by the builder ``make_safety_set``, which writes the parsed items as JSONL next to the upstream rows.
 """
 
 from __future__ import annotations
