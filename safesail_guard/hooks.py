@@ -16,7 +16,7 @@ A *scan* (the guard following one sequence, or one batch of scoring) must own th
 hooked into one model at once would each see the other's forward calls. `exclusive_scan` claims a model for one
 scan; a second claim while the first is held raises `OverlappingScanError` instead of silently sharing.
 
-Used by the harvester and metrics (`safesail_training`) and, later, by the runtime guard.
+Used by the harvester and metrics (`safesail_training`) and by the runtime guard.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safesail_guard.fileio import sha256_file
+from safesail_neuron_db.fileio import sha256_file
 
 EMBEDDED_ALIASES = ("embedded", "smollm2", "smollm2-135m-instruct")
 EMBEDDED_NAME = "smollm2-135m-instruct"

@@ -39,10 +39,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from safesail_guard.fileio import atomic_write_text as _atomic_write_text
-from safesail_guard.fileio import fsync_dir as _fsync_dir
-from safesail_guard.fileio import read_json_object
-from safesail_guard.fileio import sha256_file as _sha256_file
+from safesail_neuron_db.fileio import atomic_write_text as _atomic_write_text
+from safesail_neuron_db.fileio import fsync_dir as _fsync_dir
+from safesail_neuron_db.fileio import read_json_object
+from safesail_neuron_db.fileio import sha256_file as _sha256_file
 
 __all__ = [
     "SCHEMA_VERSION",

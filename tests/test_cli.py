@@ -1,5 +1,5 @@
-"""The `safesail` CLI: help, and user errors as one line on stderr (no traceback): exit code 1 for the pipeline
-and model commands, 2 (`EXIT_USAGE`) for the commands built on `cli/common.py`, `serve` among them."""
+"""The `safesail` CLI: help, and one convention for user errors in every command: red ``error:`` lines on
+stderr, exit status 2 (`EXIT_USAGE`, as for an unknown option), no traceback (`cli/common.py`)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from safesail_guard.cli import app
+from safesail_guard.cli.common import EXIT_USAGE
 
 runner = CliRunner()
 
@@ -19,8 +20,21 @@ runner = CliRunner()
 def test_help_lists_commands() -> None:
     res = runner.invoke(app, ["--help"])
     assert res.exit_code == 0
-    for cmd in ("build-sae", "build-db", "harvest", "train", "select", "demo", "model", "pairs", "db"):
+    for cmd in ("build-sae", "build-db", "harvest", "train", "select", "demo", "model", "pairs", "db", "policy",
+                "audit", "score", "inspect", "chat", "serve"):
         assert cmd in res.output
+
+
+def test_help_ends_with_the_exit_statuses_and_no_stale_text() -> None:
+    res = runner.invoke(app, ["--help"], env={"COLUMNS": "200"})
+    text = " ".join(res.output.split())
+    assert "Exit status: 0 done" in text and f"{EXIT_USAGE} bad input" in text
+    assert "until the guard proxy lands" not in text
+
+
+def test_unknown_option_and_bad_input_share_one_exit_status() -> None:
+    assert runner.invoke(app, ["db", "show", "--no-such-option"]).exit_code == EXIT_USAGE
+    assert runner.invoke(app, ["model", "info", "/definitely/not/here"]).exit_code == EXIT_USAGE
 
 
 def test_model_check_passes_on_installed_wheel() -> None:
@@ -39,15 +53,16 @@ def test_model_check_passes_on_installed_wheel() -> None:
         (["build-db", "--explainer", "gpt"], "explainer"),
     ],
 )
-def test_user_errors_exit_1_with_message(args: list[str], message: str) -> None:
+def test_user_errors_exit_2_with_message_on_stderr(args: list[str], message: str) -> None:
     res = runner.invoke(app, args)
-    assert res.exit_code == 1, res.output
-    assert message in res.output and "Traceback" not in res.output
+    assert res.exit_code == EXIT_USAGE, res.output
+    assert message in res.stderr and "Traceback" not in res.output
+    assert res.stderr.startswith("error: ") and res.stdout == ""
 
 
 def test_select_without_build(tmp_path: Path) -> None:
     res = runner.invoke(app, ["select", str(tmp_path)])
-    assert res.exit_code == 1 and "run `safesail build-sae" in res.output
+    assert res.exit_code == EXIT_USAGE and "run `safesail build-sae" in res.stderr
 
 
 def test_train_on_corrupt_shards(tmp_path: Path) -> None:
@@ -55,7 +70,7 @@ def test_train_on_corrupt_shards(tmp_path: Path) -> None:
     shard_dir.mkdir()
     (shard_dir / "index.json").write_text("{not json")
     res = runner.invoke(app, ["train", str(shard_dir), "--out", str(tmp_path / "sae")])
-    assert res.exit_code == 1 and "index.json" in res.output and "Traceback" not in res.output
+    assert res.exit_code == EXIT_USAGE and "index.json" in res.stderr and "Traceback" not in res.output
     assert not (tmp_path / "sae" / "sae.safetensors").exists()
 
 
@@ -78,8 +93,6 @@ BAD_OTEL = [
 def test_serve_bad_otel_variable_is_one_line_error(env: dict[str, str], variable: str, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import uvicorn
-
-    from safesail_guard.cli.common import EXIT_USAGE
 
     def no_server(*_a: object, **_kw: object) -> None:
         raise AssertionError("the server started despite a bad OTEL_* variable")

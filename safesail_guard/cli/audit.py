@@ -4,6 +4,8 @@ Every command reads the default audit log (``$SAFESAIL_AUDIT_DB``, else ``$XDG_S
 unless ``--db`` names another. Reading never applies retention; ``purge`` does, after a confirmation. Times
 are given as a duration ago (``30m``, ``1h``, ``2d``, ``1w``) or an ISO date/time (local time unless it has an
 offset). Bad input (missing log, bad duration, unknown action) prints one red line on stderr and exits 2.
+``list`` prints a rich table on a terminal and a fixed-width plain table (one line per record) when its
+output is a pipe or a file.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import typer
 
 from safesail_guard.cli.common import console as _console
 from safesail_guard.cli.common import fail as _fail
+from safesail_guard.cli.common import plain_table
 from safesail_guard.cli.common import user_errors as _user_errors
 
 if TYPE_CHECKING:
@@ -146,14 +149,19 @@ def list_cmd(
     if not rows:
         con.print("no matching records")
         return
-    table = Table(show_edge=False)
-    for col in ("id", "time", "request id", "stage", "action", "policy", "rules", "top feature", "score"):
-        table.add_column(col, justify="right" if col in ("id", "score") else "left",
-                         no_wrap=col in ("id", "time", "request id", "stage", "action", "score"))
-    for row in rows:
-        table.add_row(str(row.id), _fmt_time(row.time), row.request_id, row.stage, _action_text(row.action),
-                      row.policy or "-", ", ".join(row.rules) or "-", _feature_label(row), _fmt(row.score))
-    con.print(table)
+    columns = ("id", "time", "request id", "stage", "action", "policy", "rules", "top feature", "score")
+    cells = [(str(row.id), _fmt_time(row.time), row.request_id, row.stage, row.action, row.policy or "-",
+              ", ".join(row.rules) or "-", _feature_label(row), _fmt(row.score)) for row in rows]
+    if not con.is_terminal:  # a pipe or a file: one line per record, whatever the width
+        sys.stdout.write(plain_table(columns, cells, right=("id", "score")))
+    else:
+        table = Table(show_edge=False)
+        for col in columns:
+            table.add_column(col, justify="right" if col in ("id", "score") else "left",
+                             no_wrap=col in ("id", "time", "request id", "stage", "action", "score"))
+        for cell in cells:
+            table.add_row(*cell[:4], _action_text(cell[4]), *cell[5:])
+        con.print(table)
     order = "oldest" if oldest_first else "newest"
     con.print(f"{len(rows)} of {total} matching records, {order} first"
               + ("; use --limit/--offset for more" if offset + len(rows) < total else ""))

@@ -120,7 +120,7 @@ def search(
 
 @app.command("show")
 def show(
-    fid: Annotated[str, typer.Argument(metavar="FEATURE_ID", help="Feature id '<layer>_<latent>', e.g. 14_4828.")],
+    fid: Annotated[str, typer.Argument(metavar="FEATURE_ID", help="Feature id '<layer>_<latent>', e.g. 14_4141.")],
     examples: Annotated[int, typer.Option("--examples", min=0, help="Activation examples to show.")] = 3,
     db: DbOption = None,
     as_json: JsonOption = False,

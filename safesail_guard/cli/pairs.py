@@ -1,8 +1,10 @@
 """`safesail pairs ...`: build concept-contrastive query pairs.
 
 `generate` asks an OpenAI-compatible LLM for the de-concept twin of each concept query
-(:mod:`safesail_training.pairs_generate` through :mod:`safesail_training.llm_client`). This module only parses
-options and prints; it imports neither torch nor the training package until a command runs.
+(:mod:`safesail_training.pairs_generate` through :mod:`safesail_guard.llm_client`). This module only parses
+options and prints; it imports neither torch nor the training package until a command runs. Bad input or
+settings are user errors (`cli/common.py`: red lines on stderr, exit 2); `EXIT_SOME_FAILED` (3) says the run
+finished with records left to retry.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from safesail_guard.cli.common import fail
 
 app = typer.Typer(help="Concept-contrastive query pairs (concept query + de-concept twin).", no_args_is_help=True)
 
@@ -29,11 +33,6 @@ _OPTION_FOR_FIELD = {
     "base_url": "--base-url or SAFESAIL_LLM_BASE_URL",
     "model": "--model or SAFESAIL_LLM_MODEL",
 }
-
-
-def _fail(message: str) -> typer.Exit:
-    print(f"error: {message}", file=sys.stderr)
-    return typer.Exit(1)
 
 
 @app.command("generate")
@@ -89,12 +88,13 @@ def generate(
     """Write the de-concept twin of each concept query with an LLM.
 
     Options left out fall back to SAFESAIL_LLM_* environment variables (e.g. SAFESAIL_LLM_CONCURRENCY), then to
-    the defaults shown. Exit status: 0 when every record has a twin, 1 on bad input or settings, 3 when some
+    the defaults shown. Exit status: 0 when every record has a twin, 2 on bad input or settings, 3 when some
     records failed (see OUT.errors.jsonl; rerun the same command to retry only those).
     """
     from pydantic import SecretStr, ValidationError
 
-    from safesail_training.llm_client import LLMClient, LLMClientConfig
+    from safesail_guard.llm_client import LLMClient
+    from safesail_guard.llm_config import LLMClientConfig
     from safesail_training.pairs_generate import PairsInputError, generate_pairs
 
     overrides: dict[str, Any] = {
@@ -111,7 +111,7 @@ def generate(
     if api_key_env is not None:
         key = os.environ.get(api_key_env, "").strip()
         if not key:
-            raise _fail(f"--api-key-env {api_key_env}: that environment variable is not set or empty")
+            fail(f"--api-key-env {api_key_env}: that environment variable is not set or empty")
         overrides["api_key"] = SecretStr(key)
     try:
         config = LLMClientConfig(**overrides)
@@ -122,18 +122,18 @@ def generate(
             missing = err["type"] == "missing" and name in _OPTION_FOR_FIELD
             hint = f" (give {_OPTION_FOR_FIELD[name]})" if missing else ""
             problems.append(f"{name}: {err['msg']}{hint}")
-        raise _fail("invalid LLM settings: " + "; ".join(problems)) from None
+        fail("invalid LLM settings: " + "; ".join(problems))
 
     try:
         client = LLMClient(config)  # ValueError: cache_dir cannot be created
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        fail(str(exc))
     try:
         summary = generate_pairs(input_path, output, client, default_lang=lang, progress=progress)
     except PairsInputError as exc:
-        raise _fail(str(exc)) from None
+        fail(str(exc))
     except OSError as exc:
-        raise _fail(f"{exc.filename or output}: {exc.strerror or exc}") from None
+        fail(f"{exc.filename or output}: {exc.strerror or exc}")
 
     print(f"twins written: {summary.done}; already done: {summary.skipped}; failed: {summary.failed} "
           f"(of {summary.total} records) -> {summary.output_path}")

@@ -1,32 +1,19 @@
-"""Offline pipeline commands: `build-sae`, `harvest`, `train`, `select`, `demo`.
+"""Offline pipeline commands: `build-sae`, `build-db`, `harvest`, `train`, `select`, and the `demo` tour.
 
 These front the `safesail_training` package; every import of it happens inside a command, so the runtime CLI
-never loads training code it does not use.
+never loads training code it does not use. Bad options, files and models go through `cli/common.py`
+(`user_errors`, `fail`): red ``error:`` lines on stderr, exit status 2, no traceback.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    raise typer.Exit(1)
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean bad input, not a bug: shown as one line, exit 1."""
-    from pydantic import ValidationError
-
-    from safesail_guard.hooks import HookError
-    from safesail_guard.models import ModelLoadError
-
-    errors: list[type[BaseException]] = [ValueError, ValidationError, HookError, ModelLoadError, FileNotFoundError]
-    return tuple(errors)
+from safesail_guard.cli.common import fail as _fail
+from safesail_guard.cli.common import user_errors
 
 
 def build_sae(
@@ -46,7 +33,7 @@ def build_sae(
     """Harvest activations, train a TopK SAE per k, measure FVU/R_alive/dNTP and select a config with L0,t and I_CDF."""
     from safesail_training.build_sae import BuildSAEConfig, run_build
 
-    try:
+    with user_errors():
         overrides: dict[str, Any] = {}
         if point:
             overrides["points"] = point
@@ -64,9 +51,6 @@ def build_sae(
             **overrides,
         )
         report = run_build(cfg, progress=not quiet, harvest_only=harvest_only)
-    except _user_errors() as exc:
-        _fail(str(exc))
-        return
     if harvest_only:
         print(f"Harvest done in {out_dir}; run `safesail build-sae` with the same options to train and select.")
         return
@@ -114,7 +98,7 @@ def harvest_cmd(
     from safesail_guard.models import load_model
     from safesail_training.harvest import HarvestConfig, harvest
 
-    try:
+    with user_errors():
         cfg = HarvestConfig(points=point or ["layers.14.mlp_out"], max_tokens=tokens, dtype=dtype, exclude_special=not keep_special)  # type: ignore[arg-type]
         if corpus:
             from safesail_training.corpus.general import iter_user_texts
@@ -128,9 +112,6 @@ def harvest_cmd(
             corpus_id = f"builtin:seed{seed}"
         loaded = load_model(model)
         res = harvest(loaded, records, out_dir, cfg, corpus=corpus_id)
-    except _user_errors() as exc:
-        _fail(str(exc))
-        return
     print(f"{res.n_tokens:,} tokens at {', '.join(res.points)} in {out_dir}" + (f" ({res.tokens_per_s:,.0f} tok/s)" if res.tokens_per_s else ""))
 
 
@@ -147,12 +128,9 @@ def train_cmd(
     from safesail_training.shards import open_shards
     from safesail_training.train import TrainConfig, train_sae
 
-    try:
+    with user_errors():
         reader = open_shards(shards)
         res = train_sae(reader, TrainConfig(k=k, expansion=expansion, batch_size=batch_size, seed=seed), out_dir, resume=not no_resume)
-    except _user_errors() as exc:
-        _fail(str(exc))
-        return
     print(f"trained on {res.tokens_seen:,} tokens in {res.seconds:.0f} s ({res.tokens_per_s:,.0f} tok/s); saved to {out_dir}")
 
 
@@ -173,19 +151,17 @@ def build_db(
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Turn trained SAEs into a neuron database: filter, explain, simulate, score, map (resumable)."""
-    from safesail_training.build_db import BuildDBConfig, run_build_db
-    from safesail_training.llm_client import LLMError
+    from safesail_guard.llm_config import LLMError
+    from safesail_training.build_db import run_build_db
+    from safesail_training.build_db_config import BuildDBConfig
 
-    try:
+    with user_errors(LLMError):
         overrides: dict[str, Any] = {"points": point} if point else {}
         cfg = BuildDBConfig(
             model=model, work_dir=work_dir, out=out, k=k, explainer=explainer, simulator=simulator, spscorer=spscorer,  # type: ignore[arg-type]
             max_features_per_layer=max_features, scoring_features=scoring_features, seed=seed, pairs=pairs or [], target_fdr=None if target_fdr >= 1 else target_fdr, **overrides,
         )
         summary = run_build_db(cfg, progress=not quiet)
-    except (*_user_errors(), LLMError) as exc:
-        _fail(str(exc))
-        return
     print(f"{summary['features']} features -> {summary['db']}; inspect with `safesail db info --db {summary['db']}`")
 
 
@@ -199,7 +175,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("demo")
     def demo(query: Annotated[str, typer.Option(help="Words to search the shipped database for.")] = "knife attack") -> None:
-        """What `make run` shows until the guard proxy lands: the embedded model check and the shipped neuron database."""
+        """A quick offline tour of the shipped neuron database (no model load): its summary, a search, one feature."""
         from safesail_guard.cli import db as db_cli
 
         print("safesail demo: the shipped neuron database of SmolLM2-135M-Instruct safety features")

@@ -45,8 +45,8 @@ def _policy_file(file: str) -> Path:
 
 
 def _compile(file: str, handle: NeuronDB) -> CompiledPolicy:
+    from safesail_guard.events import FeatureCatalog
     from safesail_guard.policy import compile_policy, load_policy
-    from safesail_guard.runtime.events import FeatureCatalog
 
     with _user_errors():
         from safesail_guard.runtime.scoring import RiskHead

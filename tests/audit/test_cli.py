@@ -55,6 +55,36 @@ def test_list_table(db: Path) -> None:
     assert "4 of 4 matching records, newest first" in lines
 
 
+def test_list_into_a_pipe_or_file_is_one_line_per_record(db: Path) -> None:
+    """Not a terminal (CliRunner's stdout, `> file`): a fixed-width table whatever the width, nothing wrapped."""
+    res = runner.invoke(app, ["audit", "list", "--db", str(db)], env={"COLUMNS": "40"})
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert lines[0].split() == ["id", "time", "request", "id", "stage", "action", "policy", "rules", "top",
+                                "feature", "score"]
+    assert [line.split()[3] for line in lines[1:5]] == ["req-new", "req-2h", "req-3d", "req-40d"]
+    assert "L14/F9 0.88 firearm parts" in lines[1] and lines[1].rstrip().endswith("0.900")
+    start = lines[0].index("action")
+    assert [line[start:].split()[0] for line in lines[1:5]] == ["block", "flag", "allow", "allow"]  # aligned
+    assert lines[5] == "4 of 4 matching records, newest first" and len(lines) == 6
+    assert "─" not in res.stdout and "━" not in res.stdout
+
+
+def test_list_on_a_terminal_is_a_rich_table(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+
+    monkeypatch.setattr(Console, "is_terminal", property(lambda self: True))
+    res = run("list", "--db", str(db))
+    assert res.exit_code == 0 and "━" in res.stdout and "req-new" in res.stdout
+
+
+def test_plain_table_keeps_each_row_on_one_line() -> None:
+    from safesail_guard.cli.common import plain_table
+
+    text = plain_table(("a", "n"), [("x\ty\nz", "1"), ("长", "22")], right=("n",))
+    assert text.splitlines() == ["a       n", "x y z   1", "长     22"]
+
+
 @pytest.mark.parametrize(("args", "expected"), [
     (["--action", "block"], ["req-new"]),
     (["--action", "block", "--action", "flag"], ["req-new", "req-2h"]),

@@ -15,11 +15,12 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from safesail_guard.chat import ChatFormatError, encode_chat, render_chat, validate_messages
+from safesail_guard.chat_template import ChatFormatError, encode_chat, render_chat, validate_messages
 from safesail_guard.hooks import run_until_hooks
 from safesail_guard.policy import PolicyError, load_policy
 from safesail_guard.runtime.batch_score import parse_record, score_items
-from safesail_guard.runtime.guard import Guard, watched_mask
+from safesail_guard.runtime.guard import Guard
+from safesail_guard.runtime.prompts import watched_mask
 from tests.fakes.fake_openai import FakeOpenAIServer
 from tests.server.conftest import PROMPT, harness_factory, openai_error, server_guard  # noqa: F401
 from tests.tiny_models import make_tiny_tokenizer

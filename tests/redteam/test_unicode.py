@@ -114,7 +114,7 @@ def test_disguised_prompt_is_refused_in_local_mode(harness_factory, blocking, na
 
 
 def test_the_defence_costs_nothing_on_plain_text_and_leaves_other_scripts_alone(server_guard):  # noqa: F811
-    from safesail_guard.chat import normalized_view
+    from safesail_guard.chat_template import normalized_view
 
     for text in (PROMPT, "Привет, как дела? Расскажи мне о погоде.", "Ελληνικά κείμενα", "नमस्ते दुनिया",
                  "Café crème, naïve façade … « déjà vu »", "東京の天気は？ 今日は晴れです。"):
