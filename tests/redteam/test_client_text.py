@@ -92,20 +92,24 @@ def test_system_and_developer_text_is_read_by_rules_and_risk(server_guard, role)
         load_policy(block_yaml(fid, thr, roles="roles: [user, wizard]"))
 
 
+def _assert_blocked_in_both_modes(harness_factory, upstream, policy: str, body: dict) -> None:  # noqa: F811
+    """``body`` is refused with content_filter by a local and an upstream proxy, and never reaches the upstream."""
+    local = harness_factory(policy)
+    up = harness_factory(policy, mode="upstream", upstream_url=upstream.base_url, upstream_model="big-model")
+    for h, model in ((local, local.model_id), (up, "big-model")):
+        with TestClient(h.app) as c:
+            r = c.post("/v1/chat/completions", json={"model": model, **body})
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["finish_reason"] == "content_filter"
+    assert upstream.requests == []
+
+
 def test_system_text_is_blocked_through_the_proxy(harness_factory, server_guard, upstream):  # noqa: F811
     msgs = [{"role": "system", "content": PROMPT}, {"role": "user", "content": "hi"}]
     seen = server_guard.scan(msgs)
     fid, thr = separating_feature(_peaks(seen.tokens, lambda t: t.role == "system"),
                                   _peaks(seen.tokens, lambda t: t.role == "user" and t.content))
-    local = harness_factory(block_yaml(fid, thr))
-    up = harness_factory(block_yaml(fid, thr), mode="upstream", upstream_url=upstream.base_url,
-                         upstream_model="big-model")
-    for h, model in ((local, local.model_id), (up, "big-model")):
-        with TestClient(h.app) as c:
-            r = c.post("/v1/chat/completions", json={"model": model, "messages": msgs})
-        assert r.status_code == 200, r.text
-        assert r.json()["choices"][0]["finish_reason"] == "content_filter"
-    assert upstream.requests == []
+    _assert_blocked_in_both_modes(harness_factory, upstream, block_yaml(fid, thr), {"messages": msgs})
 
 
 def test_language_rule_reads_every_message(server_guard):  # noqa: F811
@@ -249,15 +253,8 @@ def test_tool_call_arguments_are_scored(harness_factory, server_guard, upstream)
     seen = server_guard.scan(folded)
     fid, thr = separating_feature(_peaks(seen.tokens, lambda t: t.role == "assistant"),
                                   _peaks(seen.tokens, lambda t: t.role == "user" and t.content))
-    local = harness_factory(block_yaml(fid, thr))
-    up = harness_factory(block_yaml(fid, thr), mode="upstream", upstream_url=upstream.base_url,
-                         upstream_model="big-model")
-    for h, model in ((local, local.model_id), (up, "big-model")):
-        with TestClient(h.app) as c:
-            r = c.post("/v1/chat/completions", json={"model": model, "messages": TOOL_CALL_MSGS, "max_tokens": 2})
-        assert r.status_code == 200, r.text
-        assert r.json()["choices"][0]["finish_reason"] == "content_filter"
-    assert upstream.requests == []
+    _assert_blocked_in_both_modes(harness_factory, upstream, block_yaml(fid, thr),
+                                  {"messages": TOOL_CALL_MSGS, "max_tokens": 2})
     assert validate_messages(TOOL_CALL_MSGS) == folded  # what the guard scores: the call as name(arguments)
 
 
