@@ -49,6 +49,7 @@ class BuildSAEConfig(BaseModel):
     user_corpus: list[Path] = Field(default_factory=list, description="Extra or replacement corpus files (.jsonl/.txt).")
     replace_corpus: bool = Field(default=False, description="Use only user_corpus, not the built-in corpus.")
     pairs: list[Path] = Field(default_factory=list, description="Concept-pair JSONL files (default: the built-in pairs).")
+    safety_mix: int = Field(default=3, ge=0, description="Interleave the chat-formatted safety set (prompts, wrapped copies, replies) into the built-in corpus, one safety record after every N general records (0 = off).")
 
     @field_validator("ks")
     @classmethod
@@ -72,11 +73,31 @@ def corpus_records(cfg: BuildSAEConfig) -> list[Any]:
     recs: list[Any] = []
     if not cfg.replace_corpus:
         recs.extend(general.iter_general(seed=cfg.seed, shuffle=True))
+        if cfg.safety_mix:
+            recs = _interleave(recs, cfg.safety_mix, cfg.seed)
     if cfg.user_corpus:
         recs.extend(general.iter_user_texts(list(cfg.user_corpus)))
     if not recs:
         raise ValueError("the corpus is empty: give --corpus files or drop --replace-corpus")
     return recs
+
+
+def _interleave(general_recs: list[Any], every: int, seed: int) -> list[Any]:
+    """One safety-mix record (shuffled with ``seed``) after every ``every`` general records; the rest of the
+    mix follows the general corpus, so no record is dropped."""
+    import random
+
+    from safesail_training.corpus.safety.sae_mix import safety_mix_records
+
+    mix = safety_mix_records(seed=seed)
+    random.Random(seed + 1).shuffle(mix)
+    out: list[Any] = []
+    for i, rec in enumerate(general_recs):
+        out.append(rec)
+        if (i + 1) % every == 0 and mix:
+            out.append(mix.pop())
+    out.extend(reversed(mix))
+    return out
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -114,7 +135,7 @@ def run_build(cfg: BuildSAEConfig, *, log: Log = print, progress: bool = True, h
 
     records = corpus_records(cfg)
     eval_recs, train_recs = records[: cfg.eval_records], records[cfg.eval_records :]
-    corpus_id = f"{'user' if cfg.replace_corpus else 'builtin'}+{len(cfg.user_corpus)}user:seed{cfg.seed}:n{len(records)}"
+    corpus_id = f"{'user' if cfg.replace_corpus else 'builtin'}+{len(cfg.user_corpus)}user:seed{cfg.seed}:mix{cfg.safety_mix}:n{len(records)}"
     log(f"corpus: {len(records)} records ({len(eval_recs)} held out for evaluation)")
 
     t0 = time.perf_counter()
