@@ -37,6 +37,7 @@ from safesail_neuron_db.errors import (
 from safesail_neuron_db.fileio import sha256_file
 from safesail_neuron_db.manifest import (
     COMPETITION_FILE,
+    DETECTION_HEAD_FILE,
     ENCODERS_FILE,
     FEATURES_FILE,
     OPTIONAL_FILES,
@@ -436,6 +437,24 @@ class NeuronDB:
         if not self.has_file(name):
             return None
         return (self.path / name).read_text(encoding="utf-8")
+
+    def detection_head(self) -> Any | None:
+        """The detection head (`safesail_neuron_db.detection_head.DetectionHeadFile`), None if not shipped;
+        `CorruptDatabaseError` when the file is unreadable, built for another model, or names a layer or
+        feature the database does not hold."""
+        if not self.has_file(DETECTION_HEAD_FILE):
+            return None
+        from safesail_neuron_db.detection_head import read_head  # imports torch
+
+        head = read_head(self.path / DETECTION_HEAD_FILE, self.fingerprint)
+        for L, hl in head.layers.items():
+            if L not in self.manifest.layers:
+                raise CorruptDatabaseError(f"{self.path / DETECTION_HEAD_FILE}: layer {L} is not in the database")
+            missing = [f for f in hl.feature_ids() if f not in self]
+            if missing:
+                raise CorruptDatabaseError(f"{self.path / DETECTION_HEAD_FILE}: weighted latents are not database "
+                                           f"features: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        return head
 
     def competition(self, layer: int) -> dict[str, Tensor] | None:
         """All encoder rows of ``layer`` for exact TopK firing: ``{W_enc (fp16), b_enc, k}``; None if not shipped."""

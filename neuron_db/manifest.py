@@ -33,7 +33,9 @@ COMPETITION_FILE = "competition.safetensors"
 """Optional: every encoder row of each layer (int8 + per-row scale) for the guard's exact TopK firing rule."""
 HEAD_FILE = "risk_head.json"
 """Optional: the guard's sparse risk head over the database's features (fitted on the concept pairs)."""
-OPTIONAL_FILES = (COMPETITION_FILE, HEAD_FILE)
+DETECTION_HEAD_FILE = "detection_head.safetensors"
+"""Optional: the guard's detection head, linear over SAE codes and their error (`safesail_neuron_db.detection_head`)."""
+OPTIONAL_FILES = (COMPETITION_FILE, HEAD_FILE, DETECTION_HEAD_FILE)
 
 
 class ModelInfo(BaseModel):

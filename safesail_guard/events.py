@@ -131,7 +131,10 @@ class TokenActivations:
     ``content`` is False for chat-template scaffolding (including a default system prompt the template adds
     on its own) and special tokens, which policies and scores ignore; every client-supplied message is content,
     whatever its role; ``role`` is the chat role whose content the token is in ("system", "developer", "user",
-    "assistant", "tool", "text" for plain text) or None for scaffolding.
+    "assistant", "tool", "text" for plain text) or None for scaffolding. ``head_terms`` holds, per layer of the
+    database's detection head, the token's remainder term ``w_e . x - v . z - c`` (computed by the guard's
+    encoder from the same TopK it fires with; see `safesail_guard.runtime.detection_head`); None when the guard
+    has no detection head. A guard with a head refuses to score a token that lacks them.
     """
 
     position: int
@@ -141,8 +144,12 @@ class TokenActivations:
     content: bool = True
     hits: list[FeatureHit] = field(default_factory=list)
     role: str | None = None
+    head_terms: dict[int, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return {"position": self.position, "token_id": self.token_id, "text": self.text, "scope": self.scope,
-                "content": self.content, "role": self.role, "hits": [h.to_dict() for h in self.hits]}
+        """JSON-ready dict (``head_terms`` only when set, keyed by the layer as a string)."""
+        out = {"position": self.position, "token_id": self.token_id, "text": self.text, "scope": self.scope,
+               "content": self.content, "role": self.role, "hits": [h.to_dict() for h in self.hits]}
+        if self.head_terms is not None:
+            out["head_terms"] = {str(layer): round(v, 6) for layer, v in sorted(self.head_terms.items())}
+        return out

@@ -12,9 +12,12 @@ Stages (each writes under ``<work_dir>/db/`` and is skipped or resumed on a reru
     spscore      superposition score (LLM or offline proxy)                  -> spscores.jsonl (append)
     map          2-D map of explanation embeddings                           -> map.json
                  (these four: build_db_describe)
+    head_bank    safety-set prompts (+ wrapped copies): per-token activations and SAE codes -> head/bank.npz  build_db_head
+    head_fit     the detection head over [z ; e], thresholds from out-of-fold scores -> head/fit.{npz,json}   build_db_head
+                 (before filter: the head's weighted latents join the database as features)
     style        the selected features on the style probe set (evaluation only) -> style_check.json  build_db_checks
     write        the database directory (manifest.json, features.sqlite, encoders.safetensors)   build_db_write
-    guard_files  the competition file and the risk head, added to the database                   build_db_write
+    guard_files  the competition file, the risk head and the detection head, added to the database   build_db_write
 
 Append-only JSONL files are keyed by feature (and method); a rerun skips keys that finished with a final
 status and retries ones that failed, so nothing is duplicated or lost (`build_db_resume`). This module runs the
@@ -78,13 +81,26 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
     t0 = time.perf_counter()
     pair_max = pair_activations(cfg, loaded, saes, sae_dirs, pairs, work, clock, log, progress)
     clock.stage("pairs", t0)
-    selected, filter_stats, scoring_stats = select_features(cfg, pairs, pair_max, work, log)
+    head = None
+    if cfg.head:
+        from safesail_training.build_db_head import head_bank, head_fit
+
+        t0 = time.perf_counter()
+        items, bank, bank_key = head_bank(cfg, loaded, saes, sae_dirs, work, clock, log, progress)
+        clock.stage("head_bank", t0)
+        t0 = time.perf_counter()
+        head = head_fit(cfg, items, bank, bank_key, saes, work, clock, log)
+        clock.stage("head_fit", t0)
+        del bank
+    head_latents = {p: head.latents().get(layers[p], []) for p in cfg.points} if head is not None else {}
+    selected, filter_stats, scoring_stats = select_features(cfg, pairs, pair_max, work, log, head_latents=head_latents)
 
     # -- explanation set: records + thresholds, then the specificity check
     t0 = time.perf_counter()
     feats, thr_blob = explanation_records(cfg, loaded, saes, selected, layers, corpus, work, clock, log, progress)
     clock.stage("records", t0)
-    feats, specificity = keep_specific(cfg, feats, corpus, layers, log)
+    feats, specificity = keep_specific(cfg, feats, corpus, layers, log,
+                                       keep={(layers[p], j) for p, js in head_latents.items() for j in js})
     final_ids = {(f.layer, f.latent) for f in feats}
     final_sel = {p: {lat: hits for lat, hits in selected[p].items() if (layers[p], lat) in final_ids} for p in cfg.points}
     languages = language_coverage(pairs, pair_max, final_sel)
@@ -129,7 +145,7 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
     clock.stage("write", t0)
     t0 = time.perf_counter()
     head_meta = add_guard_files(db_path, loaded, {layers[p]: saes[p] for p in cfg.points}, pairs, log=log,
-                                progress=progress)
+                                progress=progress, detection_head=head, cfg=cfg)
     clock.stage("guard_files", t0)
     clock.timings["total"] = round(time.perf_counter() - t_all, 1)
     summary = {
@@ -141,6 +157,7 @@ def run_build_db(cfg: BuildDBConfig, *, log: Log = print, progress: bool = True,
         "style_check": style,
         "languages": languages,
         "risk_head": head_meta,
+        "detection_head": head.report if head is not None else None,
         "timings_s": clock.timings,
         "stage_seconds_when_computed": clock.computed,
     }

@@ -36,7 +36,7 @@ def ensure_saes(cfg: BuildDBConfig, log: Log, progress: bool) -> dict[str, Path]
     if missing:
         log(f"training SAEs (k={cfg.k}) at {', '.join(missing)}")
         run_build(
-            BuildSAEConfig(model=cfg.model, out_dir=cfg.work_dir, points=missing, ks=[cfg.k], train_tokens=cfg.train_tokens, expansion=cfg.expansion, seed=cfg.seed, pairs=list(cfg.pairs)),
+            BuildSAEConfig(model=cfg.model, out_dir=cfg.work_dir, points=missing, ks=[cfg.k], train_tokens=cfg.train_tokens, expansion=cfg.expansion, seed=cfg.seed, pairs=list(cfg.pairs), safety_mix=cfg.safety_mix),
             log=log,
             progress=progress,
             measure=False,  # FVU/dNTP/selection are build-sae's report; the pairs are measured below in one pass
@@ -60,7 +60,7 @@ def build_corpus(cfg: BuildDBConfig) -> Corpus:
     """The SAE build's corpus records in their build order, and how many of them it held out for evaluation."""
     from safesail_training.build_sae import BuildSAEConfig, corpus_records
 
-    bcfg = BuildSAEConfig(model=cfg.model, out_dir=cfg.work_dir, seed=cfg.seed)
+    bcfg = BuildSAEConfig(model=cfg.model, out_dir=cfg.work_dir, seed=cfg.seed, safety_mix=cfg.safety_mix)
     return corpus_records(bcfg), bcfg.eval_records
 
 
@@ -150,10 +150,13 @@ def pair_activations(cfg: BuildDBConfig, loaded: Any, saes: dict[str, Any], sae_
 
 
 def select_features(cfg: BuildDBConfig, pairs: list[Any], pair_max: dict[str, dict[str, Any]], work: Path,
-                    log: Log) -> tuple[dict[str, dict[int, list[Any]]], dict[str, Any], dict[str, int]]:
+                    log: Log, *, head_latents: dict[str, list[int]] | None = None,
+                    ) -> tuple[dict[str, dict[int, list[Any]]], dict[str, Any], dict[str, int]]:
     """Stage ``filter``: per point, the latents that pass the precision/recall bars for some level-1 concept
     (the recall bar raised until the side-swap null predicts at most ``target_fdr`` false discoveries), capped at
-    ``max_features_per_layer``, plus the scoring latents of the risk head when asked. Writes ``filter.json``.
+    ``max_features_per_layer``, plus the scoring latents of the risk head when asked, plus every latent the
+    detection head weights (``head_latents``, point -> latent ids; kept with their concept hits if they passed,
+    else without a concept). Writes ``filter.json``.
 
     Returns (point -> latent -> concept hits, filter statistics per point, scoring latents picked per point)."""
     from safesail_neuron_db.records import ConceptHit, to_dict
@@ -188,6 +191,13 @@ def select_features(cfg: BuildDBConfig, pairs: list[Any], pair_max: dict[str, di
                 selected[p].setdefault(j, [])
         scoring_stats = {p: len(v) for p, v in picked.items()}
         log(f"scoring features from the whole dictionary: {', '.join(f'{p} {len(v)}' for p, v in picked.items())}")
+    if head_latents:
+        added = {p: [j for j in js if j not in selected[p]] for p, js in head_latents.items()}
+        for p, js in head_latents.items():
+            for j in js:
+                selected[p].setdefault(j, [])
+        scoring_stats.update({f"head:{p}": len(v) for p, v in added.items()})
+        log(f"detection head latents added: {', '.join(f'{p} {len(v)}' for p, v in added.items())}")
     write_json(work / "filter.json", {p: {str(j): [to_dict(h) for h in hs] for j, hs in sel.items()} for p, sel in selected.items()})
     return selected, filter_stats, scoring_stats
 
@@ -268,15 +278,18 @@ def top_risky_share(feat: Any, kinds: dict[str, str]) -> float:
 
 
 def keep_specific(cfg: BuildDBConfig, feats: list[Any], corpus: Callable[[], Corpus], layers: dict[str, int],
-                  log: Log) -> tuple[list[Any], dict[str, Any]]:
+                  log: Log, *, keep: set[tuple[int, int]] | None = None) -> tuple[list[Any], dict[str, Any]]:
     """The specificity check: keep a feature only if at least ``min_top_risky`` of its top windows come from
-    safety-rich text (:func:`top_risky_share`). Returns the kept features and the check's statistics."""
+    safety-rich text (:func:`top_risky_share`), or if it is in ``keep`` (``(layer, latent)`` pairs the detection
+    head weights: every weighted latent must be a database feature). Returns the kept features and the check's
+    statistics."""
+    keep = keep or set()
     specificity: dict[str, Any] = {"min_top_risky": cfg.min_top_risky}
     if cfg.min_top_risky > 0:
         kinds = source_kinds(corpus()[0])
         before = len(feats)
         shares = {f.feature_id: top_risky_share(f, kinds) for f in feats}
-        feats = [f for f in feats if shares[f.feature_id] >= cfg.min_top_risky]
+        feats = [f for f in feats if shares[f.feature_id] >= cfg.min_top_risky or (f.layer, f.latent) in keep]
         specificity.update({"before": before, "kept": len(feats), "per_layer": {p: sum(1 for f in feats if f.layer == layers[p]) for p in cfg.points}})
         log(f"specificity: {len(feats)} of {before} features have >= {cfg.min_top_risky:.0%} of their top windows in safety-rich text")
         if not feats:

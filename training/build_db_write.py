@@ -67,10 +67,11 @@ def write_database(cfg: BuildDBConfig, *, loaded: Any, site: str, saes: dict[str
 
 
 def add_guard_files(db_path: Path, loaded: Any, saes: dict[int, Any], pairs: list[Any], *, log: Log = print,
-                    progress: bool = True) -> dict[str, Any]:
+                    progress: bool = True, detection_head: Any = None, cfg: Any = None) -> dict[str, Any]:
     """Add what the runtime guard needs beyond the selected rows: the competition (all encoder rows, 12-bit) for
-    exact TopK firing, and the risk head fitted on the pairs with a guard that already uses exactly those
-    (de-quantised) weights. Both files go in with one rewrite of the database. Returns the head's metadata."""
+    exact TopK firing, the risk head fitted on the pairs with a guard that already uses exactly those
+    (de-quantised) weights, and the detection head (a `build_db_head.HeadFit`, when given, with the build's
+    ``cfg``). All files go in with one rewrite of the database. Returns the risk head's metadata."""
     import torch
     from tqdm import tqdm
 
@@ -78,7 +79,7 @@ def add_guard_files(db_path: Path, loaded: Any, saes: dict[int, Any], pairs: lis
     from safesail_guard.runtime.guard import Guard
     from safesail_neuron_db import NeuronDB
     from safesail_neuron_db.competition import competition_bytes, quantize_rows
-    from safesail_neuron_db.manifest import COMPETITION_FILE, HEAD_FILE
+    from safesail_neuron_db.manifest import COMPETITION_FILE, DETECTION_HEAD_FILE, HEAD_FILE
     from safesail_neuron_db.publish import add_files
     from safesail_training.risk_head import fit_risk_head
 
@@ -90,6 +91,10 @@ def add_guard_files(db_path: Path, loaded: Any, saes: dict[int, Any], pairs: lis
                       model_name=loaded.identity.name, competition=competition, risk_head=False)
         with tqdm(total=2 * len(pairs), desc="risk head: scanning pairs", unit="text", disable=not progress) as bar:
             head = fit_risk_head(guard, pairs, log=log, progress=bar.update)
-    add_files(db_path, {COMPETITION_FILE: competition_bytes(rows, loaded.identity.fingerprint),
-                        HEAD_FILE: head.to_json().encode()})
+    files = {COMPETITION_FILE: competition_bytes(rows, loaded.identity.fingerprint), HEAD_FILE: head.to_json().encode()}
+    if detection_head is not None:
+        from safesail_training.build_db_head import head_file
+
+        files[DETECTION_HEAD_FILE] = head_file(detection_head, saes, cfg, loaded.identity.fingerprint)
+    add_files(db_path, files)
     return head.meta

@@ -49,10 +49,10 @@ def _compile(file: str, handle: NeuronDB) -> CompiledPolicy:
     from safesail_guard.policy import compile_policy, load_policy
 
     with _user_errors():
-        from safesail_guard.runtime.scoring import RiskHead
+        from safesail_guard.runtime.detection_head import scorer_from_db
 
         catalog = FeatureCatalog.from_db(handle)
-        return compile_policy(load_policy(_policy_file(file)), catalog, RiskHead.from_db(handle, catalog))
+        return compile_policy(load_policy(_policy_file(file)), catalog, scorer_from_db(handle, catalog))
 
 
 @app.command("validate")

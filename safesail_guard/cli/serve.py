@@ -85,13 +85,13 @@ def check_policy(cfg: ServerConfig) -> None:
     steering in upstream mode fails at startup and not on the first request (no model needed)."""
     from safesail_guard.events import FeatureCatalog
     from safesail_guard.policy import compile_policy_source
-    from safesail_guard.runtime.scoring import RiskHead
+    from safesail_guard.runtime.detection_head import scorer_from_db
     from safesail_guard.server.app import check_no_steering
     from safesail_neuron_db import NeuronDB, default_database_path
 
     with NeuronDB.open(cfg.db or default_database_path()) as db:
         catalog = FeatureCatalog.from_db(db)
-        compiled = compile_policy_source(cfg.policy, catalog, RiskHead.from_db(db, catalog))
+        compiled = compile_policy_source(cfg.policy, catalog, scorer_from_db(db, catalog))
     if cfg.mode == "upstream":
         check_no_steering(compiled)
 

@@ -44,17 +44,25 @@ Loc = tuple[Any, ...]
 
 
 class RiskWeights(Protocol):
-    """What ``kind: risk`` rules read of the database's risk head (`safesail_guard.runtime.scoring.RiskHead`)."""
+    """What ``kind: risk`` rules read of the database's risk head: the sparse
+    `safesail_guard.runtime.scoring.RiskHead`, or the detection head
+    (`safesail_guard.runtime.detection_head.DetectionHead`, recognised by ``kind == "detection"``; the run then
+    calls its ``token_parts``, ``aggregate``, ``risk_of``, ``domain_risk`` and ``explain``)."""
 
     @property
     def weights(self) -> Mapping[str, float]:
-        """Non-negative weight per feature id."""
+        """Weight per feature id."""
         ...
 
     @property
     def bias(self) -> float:
         """The head's intercept."""
         ...
+
+
+def is_detection_head(head: Any) -> bool:
+    """Whether ``head`` is a detection head (token logits aggregated over a scope) rather than a sparse head."""
+    return getattr(head, "kind", None) == "detection"
 
 
 def compile_policy_source(policy: str | Path, catalog: FeatureCatalog,
@@ -262,6 +270,7 @@ class _Compiler:
             self.fail(loc + ("kind",), f"rule {rule.name!r} needs the database's risk head, and there is none "
                                        "(rebuild the database with `safesail build-db`)")
             return None
+        detection = is_detection_head(head)
         weights = dict(head.weights)
         if rule.domain is not None:
             domains = self.catalog.domains
@@ -270,7 +279,8 @@ class _Compiler:
                 return None
             weights = {f: w for f, w in weights.items() if f in self.catalog and rule.domain in self.catalog[f].domains}
             if not weights:
-                self.fail(loc + ("domain",), f"the risk head gives no weight to a {rule.domain} feature, so "
+                what = "detection head" if detection else "risk head"
+                self.fail(loc + ("domain",), f"the {what} gives no weight to a {rule.domain} feature, so "
                                              "this rule could never match")
                 return None
         scopes = frozenset(("prompt", "response") if rule.scope == "both" else (rule.scope,))
@@ -279,7 +289,8 @@ class _Compiler:
                                 if rule.action == "block" else None,
                                 weights=weights, bias=float(head.bias),
                                 min_logit=math.log(rule.min_score / (1 - rule.min_score)),
-                                min_score=rule.min_score, domain=rule.domain, scopes=scopes)
+                                min_score=rule.min_score, domain=rule.domain, scopes=scopes,
+                                head=head if detection else None)
 
     @staticmethod
     def _language_rule(rule: schema.MultilingualGapRule) -> CompiledLanguageRule:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from safesail_guard.policy.decision import PivotRequest, SteerOp
@@ -143,7 +143,13 @@ class CompiledLanguageRule:
 
 @dataclass(frozen=True)
 class CompiledRiskRule:
-    """A ``risk`` rule ready to run: the head's weights (restricted to a domain if asked) and a logit bar."""
+    """A ``risk`` rule ready to run: the head's weights (restricted to a domain if asked) and a logit bar.
+
+    ``head`` is the database's detection head when the guard has one (`safesail_guard.runtime.detection_head`;
+    the run then scores token logits aggregated over the rule's scope, see :mod:`~safesail_guard.policy.run`),
+    None for the sparse risk head, whose ``weights``/``bias`` the run pools itself. With a detection head,
+    ``weights`` only names the features the rule reads (`CompiledPolicy.watched_features`).
+    """
 
     name: str
     action: str
@@ -154,6 +160,12 @@ class CompiledRiskRule:
     min_score: float
     domain: str | None
     scopes: frozenset[str]
+    head: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def scope(self) -> str:
+        """``prompt``, ``response`` or ``both``."""
+        return "both" if len(self.scopes) > 1 else next(iter(self.scopes))
 
 
 def leaves(node: CompiledCondition) -> Iterable[CompiledLeaf]:

@@ -18,6 +18,22 @@ the matches that became true at that token; each leaf condition keeps its own sl
 Evaluation order at one token: damping is applied to the token's hits; allow rules are updated first (so an
 allow rule that matches at the same token suppresses the rules it overrides), then the other rules in file
 order. Every rule fires at most once per run.
+
+``kind: risk`` rules read the guard's risk head. With the sparse head they pool each weighted feature's peak and
+fire at the token where the score crosses the bar. With a *detection head* (the rule's ``head``) each read token
+of the rule's scope adds its logit to a running aggregate (mean or rolling_max, bounded memory, see
+`safesail_guard.runtime.detection_head`), and the risk is ``sigmoid(aggregate)``, the same number the verdict
+reports for that scope:
+
+- a ``prompt`` rule is decided once, when the prompt is complete: at the first response token, at
+  :meth:`PolicyRun.end_prompt` (guarded generation calls it after reading the prompt, before generating) or
+  at :meth:`PolicyRun.finish`; its span ends at the last prompt token;
+- a ``response`` rule is checked at every response token against the score of the response so far (for
+  rolling_max: the best complete window, or the plain mean while the response is shorter than the window), so
+  it can block while streaming; ``both`` is checked at the end of the prompt and then at every response token.
+
+A domain rule compares the domain's attribution (its features' share of the positive named contribution times
+the risk) with its bar. Over-refusal damping scales the damped features' activations in the named part.
 """
 
 from __future__ import annotations
@@ -26,6 +42,7 @@ import bisect
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from safesail_guard.events import FeatureCatalog, TokenActivations
 from safesail_guard.policy.decision import (
@@ -151,9 +168,15 @@ class PolicyRun:
             leaves: list[LeafState] = []
             root = build_state(rule.condition, leaves) if rule.condition is not None else None
             self._pending.append(RuleState(rule, root, leaves))
-        self._risk_pending = list(compiled.risk_rules)
+        self._risk_pending = [r for r in compiled.risk_rules if r.head is None]
         self._risk_pooled: dict[str, dict[str, tuple[float, float, int]]] = {r.name: {} for r in self._risk_pending}
         self._risk_scored: set[str] = set()
+        # detection-head risk rules: one running aggregate per distinct scope set (see the module docstring)
+        self._det_pending = [r for r in compiled.risk_rules if r.head is not None]
+        self._det_aggs: dict[frozenset[str], Any] = {}
+        for r in self._det_pending:
+            self._det_aggs.setdefault(r.scopes, r.head.aggregate())
+        self._prompt_ended = False
         self._fire_at_start()
 
     # -- public ------------------------------------------------------------------------------------------
@@ -178,20 +201,26 @@ class PolicyRun:
         return list(self._steer_view)
 
     def observe(self, tok: TokenActivations) -> list[RuleMatch]:
-        """Feed one token; returns the effective matches that became true at it (plus start-time matches once)."""
+        """Feed one token; returns the effective matches that became true at it (plus start-time matches once).
+
+        The first response token ends the prompt (see :meth:`end_prompt`)."""
         if self._finished is not None:
             raise RuntimeError("observe() after finish(): start a new run for a new request")
         if self._positions and tok.position <= self._positions[-1]:
             raise ValueError(f"tokens must be observed in increasing position order: got {tok.position} after "
                              f"{self._positions[-1]}")
+        if tok.scope == "response" and not self._prompt_ended:
+            self.end_prompt()
         self._positions.append(tok.position)
         self._texts.append(tok.text)
         new, self._unreported = self._unreported, []
-        if not self.compiled.reads(tok) or not (self._pending or self._risk_pending):
+        if not self.compiled.reads(tok) or not (self._pending or self._risk_pending or self._det_pending):
             return new
         hits = self._damped_hits(tok)
         if self._risk_pending:
             new.extend(self._observe_risk(tok, hits))
+        if self._det_pending:
+            new.extend(self._observe_detection(tok))
         still: list[RuleState] = []
         for state in self._pending:
             changed = False
@@ -213,10 +242,90 @@ class PolicyRun:
         return self._finished if self._finished is not None else self._decision()
 
     def finish(self) -> Decision:
-        """The decision for everything observed so far; further ``observe`` calls are refused."""
+        """The decision for everything observed so far (the prompt counts as complete); further ``observe``
+        calls are refused."""
         if self._finished is None:
+            self.end_prompt()
             self._finished = self._decision()
         return self._finished
+
+    def end_prompt(self) -> None:
+        """The prompt is complete: decide the detection-head risk rules that read it (``prompt`` rules once and
+        for all, ``both`` rules on the prompt so far). Idempotent; called by the first response token and by
+        :meth:`finish`, and by a consumer that must know the prompt's verdict before any response token (guarded
+        generation, the response monitor). Matches show in :attr:`matches` / :attr:`blocked` at once and are
+        returned by the next :meth:`observe` call."""
+        if self._prompt_ended or self._finished is not None:
+            return
+        self._prompt_ended = True
+        position = self._positions[-1] if self._positions else None
+        still = []
+        for rule in self._det_pending:
+            if "prompt" not in rule.scopes:
+                still.append(rule)
+                continue
+            match = self._detection_match(rule, position)
+            if match is None:
+                if "response" in rule.scopes:
+                    still.append(rule)
+            elif self._record(match) and match.position is not None:
+                self._unreported.append(match)
+        self._det_pending = still
+
+    def _observe_detection(self, tok: TokenActivations) -> list[RuleMatch]:
+        """Add ``tok``'s logit to the aggregates of the pending detection rules' scopes; at a response token,
+        fire the rules reading the response whose score reaches the bar."""
+        scopes = {r.scopes for r in self._det_pending if tok.scope in r.scopes}
+        if not scopes:
+            return []
+        head = self._det_pending[0].head
+        parts = head.token_parts(tok, self._damp)  # MissingHeadTermsError when the token was not scanned for it
+        for s in scopes:
+            self._det_aggs[s].push(parts)
+        if tok.scope != "response":
+            return []  # prompt tokens: decided when the prompt is complete (`end_prompt`)
+        fired: list[RuleMatch] = []
+        still = []
+        for rule in self._det_pending:
+            match = self._detection_match(rule, tok.position) if "response" in rule.scopes else None
+            if match is None:
+                still.append(rule)
+            elif self._record(match):
+                fired.append(match)
+        self._det_pending = still
+        return fired
+
+    def _detection_match(self, rule: CompiledRiskRule, position: int | None) -> RuleMatch | None:
+        """The match of detection rule ``rule`` when its score over its scope so far reaches the bar, else
+        None; ``position`` is the token where it is decided (None: before any token)."""
+        head, agg = rule.head, self._det_aggs[rule.scopes]
+        risk = head.risk_of(agg)
+        score = risk
+        if rule.domain is not None and risk >= rule.min_score:  # a domain's attribution is at most the risk
+            score = head.domain_risk(agg, rule.domain)
+        if score < rule.min_score:
+            return None
+        win = agg.winner()
+        named, rem = head.contributions(win)
+        total = math.fsum(abs(c) for c in named.values()) + abs(rem)
+        peaks = win.peaks if win is not None else {}
+        cands = [(f, c) for f, c in named.items() if c > 0 and f in peaks
+                 and (rule.domain is None or rule.domain in self.compiled.catalog[f].domains)]
+        cands.sort(key=lambda kv: (-kv[1], kv[0]))
+        features = tuple(self._fired_feature(f, self.compiled.catalog[f].normalize(peaks[f][0]), peaks[f][0],
+                                             peaks[f][1]) for f, _ in cands[:TOP_FEATURES])
+        what = f"{rule.domain} risk score" if rule.domain else "risk score"
+        n = win.n if win is not None else 0
+        split = (f"named {(total - abs(rem)) / total:.0%}, remainder {abs(rem) / total:.0%}" if total else "bias only")
+        reason = (f"{what} {score:.2f} >= {rule.min_score} (detection head, {agg.kind} over {n} token"
+                  f"{'s' if n != 1 else ''} of the {rule.scope}; {split})")
+        if position is None:
+            span = BEFORE_TOKENS
+        else:
+            span = (win.first if win is not None else position, position)
+        return RuleMatch(rule=rule.name, kind="risk", action=rule.action, scope=rule.scope, span=span,
+                         span_text=self._span_text(*span) if position is not None else "", features=features,
+                         reason=reason, message=rule.message, position=position)
 
     def _decision(self) -> Decision:
         matches = tuple(self._matches)

@@ -298,11 +298,17 @@ class MultilingualGapRule(_RuleBase):
 
 
 class RiskRule(_RuleBase):
-    """``kind: risk``: act when the guard's risk score (the database's sparse risk head) reaches ``min_score``.
+    """``kind: risk``: act when the guard's risk score over ``scope`` reaches ``min_score``.
 
-    The score is ``sigmoid(b + sum_i w_i x_i)`` over the features' largest normalized activations in ``scope``
-    so far (after over-refusal damping), updated token by token; ``domain`` restricts it to one domain's
-    features (the domain score of `safesail score`). The match lists the features that contributed most.
+    With the database's detection head (when it ships one) the score is the head's calibrated risk,
+    ``sigmoid`` of its token logits aggregated over the scope's tokens (the number the verdict reports): a
+    ``prompt`` rule is decided when the prompt is complete, a ``response`` rule at every response token on the
+    response so far (it can block while streaming), ``both`` at the end of the prompt and then per response
+    token; ``domain`` compares that domain's attribution (its features' share of the positive named
+    contribution, times the risk). With the older sparse risk head the score is ``sigmoid(b + sum_i w_i x_i)``
+    over the features' largest normalized activations in ``scope`` so far, updated token by token, and
+    ``domain`` restricts it to one domain's features. Both apply over-refusal damping; the match lists the
+    features that contributed most.
     """
 
     kind: Literal["risk"]
@@ -310,7 +316,8 @@ class RiskRule(_RuleBase):
     message: str | None = Field(None, min_length=1, description="Refusal text when action is block.")
     min_score: float = Field(gt=0, lt=1, description="Score in (0, 1) at which the rule matches.")
     domain: str | None = Field(None, description="Use this domain's score instead of the overall score.")
-    scope: ScopeName = Field("prompt", description="prompt (what the head was fitted on) | response | both.")
+    scope: ScopeName = Field("prompt", description="Which tokens the score reads: prompt (default; what the head "
+                                                   "was fitted on) | response | both.")
 
     @model_validator(mode="after")
     def _consistent(self) -> RiskRule:

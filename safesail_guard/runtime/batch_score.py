@@ -6,6 +6,8 @@ Input records: ``{"id": ..., "text": "..."}`` (a user prompt; the chat template 
     {"id", "score", "decision", "concepts": {domain: score}, "top_features": [{"id", "layer", "index",
      "activation", "explanation"}], "rules": [...], "truncation": {...}, "pivot": {...}}
 
+With a detection head, ``named_share`` and ``remainder_share`` (how much of the score named features carry and
+how much the SAE error does) and ``head: "detection"`` are added, and every top feature carries its ``share``.
 ``truncation`` appears only for inputs scanned in chunks, ``pivot`` only when a multilingual-gap rule asked
 for an English translation (``score`` and ``decision`` then take the more severe of original and translation),
 ``normalized`` only when the text hid words with invisible characters, compatibility forms or homoglyphs (its
@@ -100,7 +102,7 @@ def result_record(rid: Any, result: Any) -> dict[str, Any]:
     tops = []
     if risk is not None:
         tops = [{k: f[k] for k in ("id", "layer", "index", "activation", "explanation")} | {
-            "contribution": f["contribution"]} for f in risk.top_features]
+            k: f[k] for k in ("contribution", "share") if k in f} for f in risk.top_features]
     rec: dict[str, Any] = {
         "id": rid,
         "score": result.score,
@@ -108,6 +110,9 @@ def result_record(rid: Any, result: Any) -> dict[str, Any]:
         "concepts": risk.concepts if risk is not None else {},
         "top_features": tops,
     }
+    if risk is not None and hasattr(risk, "named_share"):  # a detection head's score
+        rec |= {"head": "detection", "named_share": round(risk.named_share, 6),
+                "remainder_share": round(risk.remainder_share, 6)}
     if decision is not None:
         rec["rules"] = [{"rule": m.rule, "action": m.action, "span": list(m.span), "span_text": m.span_text}
                         for m in decision.matches]

@@ -12,15 +12,22 @@ cannot rank the full dictionary unless it also has the competition (all encoder 
   (``pre > threshold``): no extra weights, but it disagrees with TopK near the margin.
 
 `measure_agreement` compares either rule against exact TopK.
+
+With a detection head (`runtime/detection_head.py`) a ``"topk"`` encoder also returns, per token, the head's
+remainder term at its layer (`LayerEncoder.encode_terms` / `resolve_terms`), computed from the TopK of the
+same pre-activation matmul that decides firing: one gather over the k selected values and one dot product.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from safesail_guard.runtime.detection_head import LayerTerms
 
 Firing = Literal["topk", "threshold"]
 FIRING_RULES: tuple[str, ...] = ("topk", "threshold")
@@ -59,6 +66,15 @@ class Competition:
         own = pre[:, latents]
         return (own >= kth.unsqueeze(-1)) & (own > 0)
 
+    def topk_code(self, x_c: Tensor, latents: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """`in_topk` plus the TopK itself, from one matmul: ``(fires [N, S] bool, vals [N, k], idx [N, k])``
+        (``vals`` fp32 pre-activations, unsorted; the code is ``max(vals, 0)`` at ``idx``)."""
+        pre = self.pre_all(x_c)
+        vals, idx = pre.topk(self.k, dim=-1, sorted=False)
+        kth = vals.min(dim=-1).values
+        own = pre[:, latents]
+        return (own >= kth.unsqueeze(-1)) & (own > 0), vals, idx
+
 
 @dataclass
 class LayerEncoder:
@@ -75,6 +91,7 @@ class LayerEncoder:
     W_dec: Tensor  # [S, d] unit rows
     firing: Firing = "threshold"
     competition: Competition | None = None
+    head: LayerTerms | None = None  # the detection head's remainder at this layer (needs firing="topk")
     _W_enc_T: Tensor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -82,6 +99,13 @@ class LayerEncoder:
             raise ValueError(f"unknown firing rule {self.firing!r}; choose one of {', '.join(FIRING_RULES)}")
         if self.firing == "topk" and self.competition is None:
             raise ValueError(f"layer {self.layer}: firing='topk' needs the full-dictionary competition weights")
+        if self.head is not None:
+            if self.firing != "topk" or self.competition is None:
+                raise ValueError(f"layer {self.layer}: the detection head's terms need firing='topk' with the "
+                                 "competition (the code z is the TopK over the whole dictionary)")
+            if self.head.n_latents != self.competition.W_enc.shape[0]:
+                raise ValueError(f"layer {self.layer}: the detection head was fitted on {self.head.n_latents} "
+                                 f"latents, the competition has {self.competition.W_enc.shape[0]}")
         self._W_enc_T = self.W_enc.T.contiguous()
         self.max_act = torch.where(self.max_act > 0, self.max_act, torch.ones_like(self.max_act))
 
@@ -95,6 +119,13 @@ class LayerEncoder:
         x_c, pre = self.pre_selected(x)
         return pre, self.resolve(x_c, pre)
 
+    def encode_terms(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """`encode` plus the detection head's remainder per token: ``(pre [N, S], acts [N, S], terms [N] | None)``
+        (None when this layer has no head)."""
+        x_c, pre = self.pre_selected(x)
+        acts, terms = self.resolve_terms(x_c, pre)
+        return pre, acts, terms
+
     def pre_selected(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(x_c, pre)``: the centred input ``[N, d]`` and the selected features' pre-activations ``[N, S]``."""
         x_c = x.float() - self.b_dec
@@ -102,6 +133,8 @@ class LayerEncoder:
 
     def resolve(self, x_c: Tensor, pre: Tensor) -> Tensor:
         """Apply the firing rule: the activations ``[N, S]`` (pre-activation where the feature fires, else 0)."""
+        if self.head is not None:
+            return self.resolve_terms(x_c, pre)[0]
         if self.firing == "topk":
             assert self.competition is not None
             # rank with the competition's own values; report the selected rows' fp32 pre-activations
@@ -110,10 +143,23 @@ class LayerEncoder:
             fires = pre > self.threshold
         return torch.where(fires, pre, torch.zeros((), dtype=pre.dtype))
 
+    def resolve_terms(self, x_c: Tensor, pre: Tensor) -> tuple[Tensor, Tensor | None]:
+        """`resolve` plus the detection head's remainder per token ``[N]`` (None without a head, where this is
+        `resolve`), from the same full-dictionary matmul that decides firing."""
+        if self.head is None:
+            return self.resolve(x_c, pre), None
+        assert self.competition is not None  # a head requires topk firing (`__post_init__`)
+        in_topk, vals, idx = self.competition.topk_code(x_c, self.latents)
+        terms = self.head.remainder_code(x_c, vals, idx)
+        fires = in_topk & (pre > 0)
+        return torch.where(fires, pre, torch.zeros((), dtype=pre.dtype)), terms
+
     def with_firing(self, firing: Firing, competition: Competition | None = None) -> LayerEncoder:
-        """A copy with another firing rule."""
+        """A copy with another firing rule (the detection head's terms stay only with ``"topk"``)."""
+        comp = competition or self.competition
+        head = self.head if firing == "topk" else None
         return LayerEncoder(self.layer, self.feature_ids, self.latents, self.W_enc, self.b_enc, self.b_dec,
-                            self.threshold, self.max_act, self.W_dec, firing, competition or self.competition)
+                            self.threshold, self.max_act, self.W_dec, firing, comp, head)
 
 
 @dataclass(frozen=True)

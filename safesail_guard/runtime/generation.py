@@ -247,6 +247,8 @@ class GuardedModel:
             cache = _new_cache() if use_cache else None
             logits = self._forward(ids, cache)
             tracker.flush()
+            if run is not None:
+                run.end_prompt()  # rules that score the whole prompt decide now, before anything is generated
             tracker.batched = 0  # micro-batches of decoded tokens start small again (the prompt does not count)
             if run is not None and run.blocked is not None:
                 finish, blocked_at = "content_filter", run.blocked.span[1]

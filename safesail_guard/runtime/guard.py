@@ -14,7 +14,8 @@ The database's model fingerprint must match the model's; a mismatch raises `Mode
 
 Neighbours: the guard encodes activations with `runtime/encoder.py` and `runtime/tracker.py` (hooks from
 `hooks.py`), reads the input through `runtime/prompts.py` (what counts, the prompt as text), decides with a
-`safesail_guard.policy` run, scores with `runtime/scoring.py`, scans the normalized reading of disguised text
+`safesail_guard.policy` run, scores with the database's detection head (`runtime/detection_head.py`; the
+sparse `runtime/scoring.py` head for databases without one), scans the normalized reading of disguised text
 (`runtime/normalized.py`) and a pivot translation (`runtime/pivot.py`), and returns a `GuardResult`
 (`runtime/result.py`). `WatchSession` (below) is the live state of one `Guard.watch`.
 """
@@ -49,6 +50,7 @@ from safesail_guard.runtime.tracker import SequenceTracker
 if TYPE_CHECKING:
     from safesail_guard.models import LoadedModel
     from safesail_guard.policy import Decision, PolicyRun
+    from safesail_guard.runtime.detection_head import DetectionHead
     from safesail_guard.runtime.scoring import RiskHead
     from safesail_neuron_db import NeuronDB
 
@@ -72,10 +74,15 @@ class Guard:
 
     def __init__(self, model: Any, tokenizer: Any, db: NeuronDB, *, model_fingerprint: str, model_name: str = "",
                  firing: Firing | None = None, competition: dict[int, Competition] | None = None,
-                 max_tokens: int | None = None, risk_head: RiskHead | None | bool = None) -> None:
+                 max_tokens: int | None = None, risk_head: RiskHead | DetectionHead | None | bool = None) -> None:
         """Low-level constructor; prefer `Guard.from_db`. ``model_fingerprint`` must equal the database's.
 
         ``competition`` (per-layer full encoders) defaults to the database's own competition file, if any.
+        ``risk_head``: None/True = the database's scorer (its detection head when it ships one, else its sparse
+        `RiskHead`; True requires one), False = no risk score, or a head object to use instead. A detection
+        head needs exact TopK firing: a database with a head but no competition (or ``firing="threshold"``)
+        is a `GuardError`. ``guard.risk_head`` is the scorer in use, ``guard.detection_head`` the detection
+        head or None.
         """
         if model_fingerprint != db.fingerprint:
             from safesail_neuron_db import ModelMismatchError
@@ -94,19 +101,23 @@ class Guard:
         if firing is None:
             firing = "topk" if all(layer in self.competition for layer in db.layers) else "threshold"
         self.firing: Firing = firing
+        self.risk_head = self._risk_head(risk_head)
+        is_detection = getattr(self.risk_head, "kind", None) == "detection"
+        self.detection_head: DetectionHead | None = self.risk_head if is_detection else None  # type: ignore[assignment]
+        if self.detection_head is not None:
+            self._check_head(self.detection_head)
         self.encoders = {layer: self._layer_encoder(layer) for layer in db.layers}
         limit = getattr(model.config, "max_position_embeddings", None) or DEFAULT_MAX_TOKENS
         self.context_tokens = int(limit)
         self.max_tokens = int(max_tokens or min(int(limit), DEFAULT_MAX_TOKENS))
         if self.max_tokens < 8:
             raise GuardError(f"max_tokens must be at least 8, got {self.max_tokens}")
-        self.risk_head = self._risk_head(risk_head)
 
     # --------------------------------------------------------------- building
     @classmethod
     def from_db(cls, db: NeuronDB | str | Path | None = None, model: LoadedModel | str = "embedded", *,
                 firing: Firing | None = None, max_tokens: int | None = None,
-                risk_head: RiskHead | None | bool = None) -> Guard:
+                risk_head: RiskHead | DetectionHead | None | bool = None) -> Guard:
         """Open ``db`` (default: the shipped database), load ``model`` if given as a spec, and attach.
 
         ``firing`` picks the firing rule (default: exact ``"topk"`` when the database ships the competition
@@ -135,18 +146,45 @@ class Guard:
         dtype = next(self.model.parameters()).dtype
         if dtype not in (torch.float32, torch.bfloat16, torch.float16):
             raise GuardError(f"unsupported model dtype {dtype}")
+        head = self.detection_head
+        terms = head.layer_terms(layer, enc["b_dec"].float()) if head is not None and layer in head.layers else None
         return LayerEncoder(layer, ids, enc["latents"].long(), enc["W_enc"].float(), enc["b_enc"].float(),
                             enc["b_dec"].float(), enc["threshold"].float(), max_act, enc["W_dec"].float(),
-                            firing=self.firing, competition=self.competition.get(layer))
+                            firing=self.firing, competition=self.competition.get(layer), head=terms)
 
-    def _risk_head(self, head: RiskHead | None | bool) -> RiskHead | None:
+    def _risk_head(self, head: RiskHead | DetectionHead | None | bool) -> RiskHead | DetectionHead | None:
         if head is False:
             return None
         if head is None or head is True:
-            from safesail_guard.runtime.scoring import RiskHead
+            from safesail_guard.runtime.detection_head import scorer_from_db
 
-            return RiskHead.from_db(self.db, self.catalog, required=head is True)
+            return scorer_from_db(self.db, self.catalog, required=head is True)
         return head
+
+    def _check_head(self, head: DetectionHead) -> None:
+        """A detection head needs exact TopK firing at each of its layers, a dictionary the size of the
+        competition's, and every weighted latent among the guard's encoded features (else its hits are lost)."""
+        missing = [L for L in head.layers if L not in self.competition]
+        if self.firing != "topk" or missing:
+            why = (f"the database has no competition weights at layers {missing}" if missing else
+                   f"firing={self.firing!r} was asked")
+            raise GuardError(f"the database {self.db.path} ships a detection head, which scores the SAE's TopK code "
+                             f"over the whole dictionary and so needs exact TopK firing (firing='topk' with the "
+                             f"competition file); {why}. Rebuild the database with its competition file, or pass "
+                             "risk_head=False to run without a risk score")
+        for L in head.layers:
+            if L not in self.db.layers:
+                raise GuardError(f"the detection head has layer {L}, which the database does not guard")
+            n = int(self.competition[L].W_enc.shape[0])
+            hl = head.file.layers[L]
+            if int(hl.v.shape[0]) != n:
+                raise GuardError(f"layer {L}: the detection head was fitted on {hl.v.shape[0]} latents, the "
+                                 f"competition has {n}")
+            encoded = {f"{L}_{int(i)}" for i in self.db.encoder(L)["latents"].tolist()}
+            lost = [f for f in head.feature_ids if self.catalog[f].layer == L and f not in encoded]
+            if lost:
+                raise GuardError(f"layer {L}: the detection head weights features the database's encoders do not "
+                                 f"hold, so their activations would never be seen: {', '.join(lost[:5])}")
 
     @property
     def layers(self) -> list[int]:
@@ -359,8 +397,14 @@ class Guard:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         acts = collect_padded(self.model, [HookPoint(layer, self.site) for layer in self.encoders],
                               [(e, [True] * len(e)) for e in encs], pad_id=pad)
-        per_layer = {p.layer: batch_hits(self.encoders[p.layer], self.encoders[p.layer].encode(x)[1])
-                     for p, x in acts.items()}
+        per_layer: dict[int, dict[int, list]] = {}
+        terms: dict[int, list[float]] = {}  # detection-head remainder per layer, one per row
+        for p, x in acts.items():
+            enc = self.encoders[p.layer]
+            _, layer_acts, layer_terms = enc.encode_terms(x)
+            per_layer[p.layer] = batch_hits(enc, layer_acts)
+            if layer_terms is not None:
+                terms[p.layer] = layer_terms.tolist()
         out: list[list[TokenActivations]] = []
         row = 0
         for e in encs:
@@ -369,8 +413,9 @@ class Guard:
             for pos in range(len(e)):
                 hits = [h for layer in sorted(per_layer) for h in per_layer[layer].get(row, ())]
                 hits.sort(key=lambda h: -h.normalized)
+                head_terms = {ly: t[row] for ly, t in terms.items()} if terms else None
                 tokens.append(TokenActivations(pos, e.input_ids[pos], pieces[pos], "prompt", content[pos], hits,
-                                               e.roles[pos]))
+                                               e.roles[pos], head_terms))
                 row += 1
             out.append(tokens)
         return out

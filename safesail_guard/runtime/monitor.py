@@ -68,6 +68,8 @@ class ResponseMonitor:
         self._closed = False
         self._failed: BaseException | None = None  # the error of a failed forward call (the monitor is unusable)
         self._forward(enc.input_ids)
+        if self.session.run is not None:  # the prompt is complete: decide the rules that score it as a whole
+            self.session.run.end_prompt()
 
     # ------------------------------------------------------------------------------------------------ api
     def __enter__(self) -> ResponseMonitor:

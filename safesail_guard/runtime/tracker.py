@@ -14,9 +14,11 @@ silently. It handles all three ways a causal LM is driven:
 - uncached decoding: every call re-runs the whole sequence from position 0 (its already-seen prefix must match
   the tokens seen); only positions not seen before become new events.
 
-At every hooked layer it encodes only the new positions (`LayerEncoder.encode`), optionally adds steering
+At every hooked layer it encodes only the new positions (`LayerEncoder.encode_terms`), optionally adds steering
 deltas, and at the deepest hooked layer it builds one `TokenActivations` per new position and hands it to
-`on_token`. Hook calls and encoded positions are counted so tests can check that nothing was skipped.
+`on_token`. With a detection head, each event also carries the head's remainder term per head layer
+(``head_terms``), computed in the same step as firing. Hook calls and encoded positions are counted so tests
+can check that nothing was skipped.
 
 With ``lag = N > 0`` (exact TopK firing only, no steering active) the firing decision is *micro-batched*: each
 layer keeps its new positions' centred inputs and selected pre-activations, and every N positions the
@@ -193,7 +195,8 @@ class SequenceTracker:
         self._deferred_ids: list[tuple[int, int]] = []  # (position, token_id) waiting for their firing decision
         self._offset = 0
         self._ids: Tensor | None = None
-        self._pending: dict[int, tuple[int, Tensor]] = {}  # layer -> (first new position, acts [T_new, S])
+        # layer -> (first new position, acts [T_new, S], detection-head terms [T_new] or None)
+        self._pending: dict[int, tuple[int, Tensor, Tensor | None]] = {}
         self._steering: dict[int, LayerSteering] = {}
         self._deepest = max(encoders)
         self._busy_since: float | None = None  # start of the outermost timed call in progress (see `_timed`)
@@ -276,9 +279,10 @@ class SequenceTracker:
         with torch.no_grad():
             # encode every position steering touches; only the new ones become events
             lo = 0 if steer is not None else first_new
-            _, acts = enc.encode(x[lo:])
+            _, acts, terms = enc.encode_terms(x[lo:])
             self.stats.encoded_positions[layer] = self.stats.encoded_positions.get(layer, 0) + (T - first_new)
-            self._pending[layer] = (self._offset + first_new, acts[first_new - lo:])
+            self._pending[layer] = (self._offset + first_new, acts[first_new - lo:],
+                                    terms[first_new - lo:] if terms is not None else None)
             new_out = None
             if steer is not None:
                 positions = torch.arange(self._offset + lo, self._offset + T)
@@ -336,10 +340,12 @@ class SequenceTracker:
                 self.flush()
         else:
             # one nonzero() per layer for all new positions instead of one per position and layer
-            hits = {ly: (first, batch_hits(self.encoders[ly], acts)) for ly, (first, acts) in self._pending.items()}
+            hits = {ly: (first, batch_hits(self.encoders[ly], acts)) for ly, (first, acts, _) in self._pending.items()}
+            terms = {ly: (first, t.tolist()) for ly, (first, _, t) in self._pending.items() if t is not None}
             for pos in new:
                 self._emit(pos, int(self._ids[pos - self._offset]),
-                           [h.get(pos - first, ()) for first, h in hits.values()])
+                           [h.get(pos - first, ()) for first, h in hits.values()],
+                           {ly: t[pos - first] for ly, (first, t) in terms.items()} if terms else None)
         self.seen = max(self.seen, end)
         self._pending.clear()
         if self.stop_at_deepest:
@@ -357,20 +363,26 @@ class SequenceTracker:
         self.batched += len(waiting)
         with torch.no_grad():
             resolved = {}
+            terms: dict[int, list[float]] = {}
             for layer, parts in self._deferred.items():
                 x_c = torch.cat([p[0] for p in parts])
                 pre = torch.cat([p[1] for p in parts])
-                resolved[layer] = self.encoders[layer].resolve(x_c, pre)
+                resolved[layer], t = self.encoders[layer].resolve_terms(x_c, pre)
+                if t is not None:
+                    terms[layer] = t.tolist()
         self._deferred = {}
         hits = [batch_hits(self.encoders[ly], acts) for ly, acts in resolved.items()]
         for i, (pos, token_id) in enumerate(waiting):
-            self._emit(pos, token_id, [h.get(i, ()) for h in hits])
+            self._emit(pos, token_id, [h.get(i, ()) for h in hits],
+                       {ly: t[i] for ly, t in terms.items()} if terms else None)
 
-    def _emit(self, pos: int, token_id: int, layer_hits: Sequence[Sequence[FeatureHit]]) -> None:
+    def _emit(self, pos: int, token_id: int, layer_hits: Sequence[Sequence[FeatureHit]],
+              head_terms: dict[int, float] | None = None) -> None:
         text, scope, content, role = self.token_meta(pos, token_id)
         hits: list[FeatureHit] = [h for per_layer in layer_hits for h in per_layer]
         hits.sort(key=lambda h: -h.normalized)
-        tok = TokenActivations(pos, token_id, text, scope, content, hits, role)  # type: ignore[arg-type]
+        tok = TokenActivations(pos, token_id, text, scope, content, hits, role,  # type: ignore[arg-type]
+                               head_terms)
         self.tokens.append(tok)
         if self.on_token is not None:
             self.on_token(tok)

@@ -24,6 +24,7 @@ from safesail_guard.runtime.scoring import RiskScore
 
 if TYPE_CHECKING:
     from safesail_guard.policy import Decision
+    from safesail_guard.runtime.detection_head import DetectionHead
     from safesail_guard.runtime.pivot import PivotOutcome
     from safesail_guard.runtime.scoring import RiskHead
 
@@ -32,7 +33,8 @@ TOP_FEATURES = 8
 """Features listed per verdict (`Verdict.top_features`)."""
 STAGE_SCOPES: dict[str, tuple[str, ...]] = {"prompt": ("prompt",), "final": ("response",)}
 """The token scopes whose activations a stage's risk score reads: the prompt's for ``prompt``, the response's
-for ``final`` (the prompt's risk is already in the prompt verdict)."""
+for ``final`` (the prompt's risk is already in the prompt verdict). With a detection head the final stage's
+aggregate (mean or rolling window) runs over response tokens only, so the prompt never enters its windows."""
 
 
 @dataclass
@@ -48,9 +50,10 @@ class Verdict:
 
     @classmethod
     def of(cls, stage: Stage, decision: Decision | None, tokens: Sequence[TokenActivations], *,
-           risk_head: RiskHead | None, text: str, pivot: PivotOutcome | None = None) -> Verdict:
+           risk_head: RiskHead | DetectionHead | None, text: str, pivot: PivotOutcome | None = None) -> Verdict:
         """The verdict of ``stage`` from its decision and token events; the risk score is ``risk_head``'s over
-        the stage's scope (`STAGE_SCOPES`), None without a head."""
+        the stage's scope (`STAGE_SCOPES`), None without a head. A detection head raises
+        `MissingHeadTermsError` for a scoped token that was not scanned with it (never a silent zero)."""
         tokens = list(tokens)
         risk = risk_head.score(tokens, scopes=STAGE_SCOPES[stage]) if risk_head is not None else None
         return cls(stage, decision, risk, text, tokens, pivot)

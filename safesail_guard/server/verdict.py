@@ -59,7 +59,9 @@ def safesail_field(*, request_id: str, policy: str, mode: str, prompt: Verdict, 
     body: dict[str, Any] = {
         "request_id": request_id, "policy": policy, "mode": mode,
         "decision": last.action, "blocked": last.action == "block",
-        "rules": last.rules, "score": max_score(prompt, final), "concepts": last.concepts or prompt.concepts,
+        "rules": last.rules, "score": max_score(prompt, final), "prompt_score": prompt.score,
+        "response_score": final.score if final is not None else None,
+        "concepts": last.concepts or prompt.concepts,
         "top_features": last.top_features(), "prompt": stage_summary(prompt),
         "final": stage_summary(final) if final is not None else None,
         "steering": steering or [],
@@ -78,14 +80,21 @@ def safesail_field(*, request_id: str, policy: str, mode: str, prompt: Verdict, 
 
 
 def verdict_headers(request_id: str, verdict: Verdict, prompt: Verdict | None = None) -> dict[str, str]:
-    """Response headers: ``x-safesail-*`` (ASCII only; rule names are policy identifiers)."""
-    score = verdict.score if prompt is None else max_score(prompt, verdict)
+    """Response headers: ``x-safesail-*`` (ASCII only; rule names are policy identifiers).
+
+    ``verdict`` is the latest stage known when the headers go out (the final one on a JSON completion, the
+    prompt one on a stream); ``prompt`` is the prompt stage when ``verdict`` is the final one. Scores mean one
+    thing everywhere: ``x-safesail-score`` is always the *prompt* risk (known before anything streams), and
+    ``x-safesail-response-score`` the response risk, present only when the response is complete (JSON)."""
+    prompt_v = prompt if prompt is not None else verdict
     h = {"x-safesail-request-id": request_id, "x-safesail-decision": verdict.action,
          "x-safesail-stage": verdict.stage}
     if verdict.rules:
         h["x-safesail-rules"] = ",".join(verdict.rules)[:1000].encode("ascii", "replace").decode()
-    if score is not None:
-        h["x-safesail-score"] = f"{score:.4f}"
+    if prompt_v.stage == "prompt" and prompt_v.score is not None:
+        h["x-safesail-score"] = f"{prompt_v.score:.4f}"
+    if verdict.stage == "final" and verdict.score is not None:
+        h["x-safesail-response-score"] = f"{verdict.score:.4f}"
     return h
 
 

@@ -61,7 +61,7 @@ def _setup(tmp_path: Path, model_dir: Path, **kw) -> BuildDBConfig:
     base = dict(
         model=str(model_dir), work_dir=tmp_path / "work", out=tmp_path / "db", points=POINTS, k=8,
         min_precision=0.5, min_recall=0.3, max_features_per_layer=4, explain_tokens=1500, pairs=[_pairs_file(tmp_path)],
-        map_method="pca", min_top_risky=0.0,
+        map_method="pca", min_top_risky=0.0, head=False,
     )
     base.update(kw)
     return BuildDBConfig(**base)
@@ -183,3 +183,64 @@ def test_specificity_check_drops_features_and_their_encoder_rows(tmp_path: Path,
         assert all(int(f.split("_")[1]) % 2 == 1 for f in db.feature_ids())
         for layer in db.layers:
             assert db.encoder(layer)["latents"].numel() == len(db.feature_ids(layer=layer))
+
+
+def test_build_db_ships_a_detection_head_whose_latents_are_features(tmp_path: Path, tiny_model_dirs, fake_embedder,
+                                                                   monkeypatch) -> None:
+    """The head stage fits on (a sample of) the safety set; every weighted latent becomes a database feature,
+    the file reproduces the fit's logits, and a rerun reuses the bank and the fit."""
+    import numpy as np
+
+    from safesail_training import build_db_head
+    from safesail_training.corpus.safety import binary_label, load_safety_items, source_group
+    from safesail_training.detection_head import aggregate_token_logits, pooled_features, stack_features
+
+    items = load_safety_items("prompt")
+    by_group: dict[str, list] = {}
+    for it in items:
+        by_group.setdefault(source_group(it), []).append(it)
+    sample = [it for g in sorted(by_group) for it in by_group[g][:8]]
+    assert len({binary_label(it) for it in sample}) == 2
+    monkeypatch.setattr(build_db_head, "head_items", lambda seed: sample)
+    monkeypatch.setattr("safesail_training.detection_head.LAM1_GRID", (0.001,))
+    monkeypatch.setattr("safesail_training.detection_head.LAM2_GRID", (0.05, 0.5))
+    cfg = _setup(tmp_path, tiny_model_dirs["llama"], head=True, head_max_tokens=48)
+    logs: list[str] = []
+    summary = run_build_db(cfg, log=logs.append, progress=False)
+    rep = summary["detection_head"]
+    assert rep["texts"] == len(sample) and rep["lam1"] == 0.001 and rep["lam2"] in (0.05, 0.5)
+    with NeuronDB.open(cfg.db_dir) as db:
+        head = db.detection_head()
+        assert head is not None and sorted(head.layers) == [1, 2]
+        weighted = [f for hl in head.layers.values() for f in hl.feature_ids()]
+        assert weighted and all(f in db for f in weighted)
+        assert head.aggregation == {"kind": "rolling_max", "window": 32}
+        cal = head.spec["calibration"]
+        assert 0 < cal["flag_at"] <= 1 and cal["block_at"] >= cal["flag_at"]
+    # the file's formula gives the fitted model's token logits (named + remainder + bias)
+    fit = build_db_head.load_fit(tmp_path / "work" / "db" / "head")
+    saes = {1: TopKSAE.load(tmp_path / "work" / "saes" / POINTS[0] / "k8"),
+            2: TopKSAE.load(tmp_path / "work" / "saes" / POINTS[1] / "k8")}
+    from safesail_training.detection_head import TokenBank
+
+    bank = TokenBank.load(tmp_path / "work" / "db" / "head" / "bank.npz")
+    X, _ = stack_features(pooled_features(bank, saes))
+    ref = fit.model.decision_function(X)
+    mine = []
+    for i in range(bank.n):
+        lo, hi = bank.offsets[i], bank.offsets[i + 1]
+        s = np.full(hi - lo, head.bias)
+        for L, hl in head.layers.items():
+            x = bank.x[L][lo:hi].astype(np.float64)
+            idx, val = bank.idx[L][lo:hi].astype(np.int64), bank.val[L][lo:hi].astype(np.float64)
+            z = np.zeros((hi - lo, hl.v.shape[0]))
+            np.put_along_axis(z, idx, val, axis=1)
+            lat = hl.latents.numpy()
+            s += (z[:, lat] - hl.mu_z.double().numpy()) @ hl.w_z.double().numpy()
+            s += x @ hl.w_e.double().numpy() - z @ hl.v.double().numpy() - hl.c
+        mine.append(aggregate_token_logits(s, "mean"))
+    assert np.allclose(mine, ref, atol=1e-3)
+    logs.clear()
+    run_build_db(cfg, log=logs.append, progress=False)
+    assert any("head bank: reusing" in m for m in logs) and any("head fit: reusing" in m for m in logs)
+
