@@ -12,8 +12,8 @@ head fits on mean-pooled ``[z ; e]`` (`safesail_training.detection_head`), the d
 differ only in the head's split and penalties.
 
 Protocol: for each held-out source group, hyper-parameters are chosen by a 3-fold group split of the *other*
-groups only, the model is fitted on all of them and scores the held-out rows; held-out scores are pooled over
-folds. The head is scored per token and aggregated (mean, last, max, rolling_max over 8/16/32/64 tokens).
+groups only, the model is fitted on all of them (the head is then Platt-scaled on that split's out-of-fold
+scores, as the shipped head is) and scores the held-out rows; held-out scores are pooled over folds. The head is scored per token and aggregated (mean, last, max, rolling_max over 8/16/32/64 tokens).
 Extra columns: the test split of ``benchmarks/data/guard_eval.jsonl`` scored by models fitted on the whole set;
 the response side (the prompt-fitted head streamed over the replies of the safety set's response rows:
 harmful vs refused/harmless, never trained on); and a 20,000-character benign text (does the risk drift with
@@ -53,10 +53,13 @@ from safesail_training.detection_eval import (  # noqa: E402
     threshold_at_fpr,
 )
 from safesail_training.detection_head import (  # noqa: E402
+    LAM1_GRID,
+    LAM2_GRID,
     TokenBank,
     aggregate_token_logits,
     fit_head,
     harvest_token_bank,
+    platt,
     pooled_features,
     select_lambdas,
     stack_features,
@@ -126,6 +129,20 @@ def cached_bank(name: str, lm: Any, saes: dict[int, Any], convs: list[list[dict[
     return bank
 
 
+def build_bank(work: Path, items: list[Any], max_tokens: int) -> TokenBank | None:
+    """The build's own token bank (``<work>/db/head/bank.npz``) when it was made from exactly these texts, SAEs
+    and token limit, else None."""
+    from safesail_training.build_db_head import bank_key
+
+    d = work / "db" / "head"
+    dirs = {p: work / "saes" / p / "k128" for p in POINTS}
+    if not (d / "bank.key").is_file() or not (d / "bank.npz").is_file():
+        return None
+    if (d / "bank.key").read_text().strip() != bank_key(items, dirs, max_tokens):
+        return None
+    return TokenBank.load(d / "bank.npz")
+
+
 def dense_pooled(bank: TokenBank) -> np.ndarray:
     """Mean-pooled hook activations, layers concatenated: ``[n, 3 d]``."""
     counts = np.diff(bank.offsets)
@@ -182,6 +199,10 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=0, help="keep every k-th item only (smoke runs)")
+    ap.add_argument("--lam1-grid", type=float, nargs="+", default=list(LAM1_GRID),
+                    help="L1 strengths tried in each fold's inner split (default: the shipped build's grid)")
+    ap.add_argument("--lam2-grid", type=float, nargs="+", default=list(LAM2_GRID),
+                    help="ridge strengths tried in each fold's inner split (default: the shipped build's grid)")
     ap.add_argument("--old-db", type=Path, default=None,
                     help="also score every text with this database's old risk head (today's head; no fitting)")
     args = ap.parse_args()
@@ -211,11 +232,15 @@ def main() -> None:
     lm = load_model("embedded")
     lm.model.eval()
     t_h = time.perf_counter()
-    bank = cached_bank("prompts", lm, saes, [item_messages(i) for i in items], max_tokens=args.max_tokens)
+    bank = build_bank(args.work_dir, items, args.max_tokens)
+    if bank is None:
+        bank = cached_bank("prompts", lm, saes, [item_messages(i) for i in items], max_tokens=args.max_tokens)
     bank_eval = cached_bank("eval_test", lm, saes, [[{"role": "user", "content": r["text"]}] for r in eval_test],
                             max_tokens=args.max_tokens)
-    resp_convs = [[{"role": "user", "content": r.text}, {"role": "assistant", "content": r.response}] for r in responses]
-    bank_resp = cached_bank("responses", lm, saes, resp_convs, max_tokens=2 * args.max_tokens, roles=["assistant"])
+    # the reply is what is scored: keep the request short enough (800 characters) that the reply is never cut away
+    resp_convs = [[{"role": "user", "content": r.text[:800]}, {"role": "assistant", "content": r.response}]
+                  for r in responses]
+    bank_resp = cached_bank("responses", lm, saes, resp_convs, max_tokens=3 * args.max_tokens, roles=["assistant"])
     long_text = long_benign_text()
     bank_long = cached_bank("long_benign", lm, saes, [[{"role": "user", "content": "Summarise this."},
                                                        {"role": "assistant", "content": long_text}]],
@@ -231,6 +256,7 @@ def main() -> None:
     t_f = time.perf_counter()
     head_scores = {agg_name(k, w): np.full(len(y), np.nan) for k, w in AGGS}
     head_pooled = np.full(len(y), np.nan)
+    raw_pooled = np.full(len(y), np.nan)
     shares = np.full(len(y), np.nan)
     dense_scores = np.full(len(y), np.nan)
     folds: dict[str, Any] = {}
@@ -238,16 +264,22 @@ def main() -> None:
         te, tr = groups == held, groups != held
         if len(set(y[tr].tolist())) < 2:
             continue
-        sel = select_lambdas(X[tr], y[tr], groups[tr], layout)
+        sel = select_lambdas(X[tr], y[tr], groups[tr], layout, lam1_grid=args.lam1_grid, lam2_grid=args.lam2_grid)
         model = fit_head(X[tr], y[tr], layout, sel.lam1, sel.lam2)
         rows = idx_all[te]
+        raw_pooled[rows] = model.decision_function(X[te])
+        # the shipped procedure calibrates (Platt) on out-of-fold scores of the training groups only
+        ok = ~np.isnan(sel.oof_scores)
+        a, b = platt(sel.oof_scores[ok], y[tr][ok])
+        if a > 0:
+            model.w, model.bias = model.w * a, a * model.bias + b
         for name, v in aggregated(model, bank, saes, rows).items():
             head_scores[name][rows] = v
         head_pooled[rows] = model.decision_function(X[te])
         shares[rows] = model.named_share(X[te])
         C, _ = inner_select_c(Xd[tr], y[tr], groups[tr])
         dense_scores[rows] = fit_probe(Xd[tr], y[tr], C).decision_function(Xd[te])
-        folds[held] = {"lam1": sel.lam1, "lam2": sel.lam2, "dense_C": C,
+        folds[held] = {"lam1": sel.lam1, "lam2": sel.lam2, "dense_C": C, "platt": [a, b],
                        "latents": int(sum(len(v) for v in model.nonzero_latents().values()))}
     fit_s = time.perf_counter() - t_f
     kw = np.array([keyword_score(i.text) for i in items])
@@ -256,6 +288,7 @@ def main() -> None:
     results: dict[str, Any] = {}
     for name, s in head_scores.items():
         results[f"head / {name}"] = summarise(s, y, report_src, kinds)
+    results["head / mean, uncalibrated"] = summarise(raw_pooled, y, report_src, kinds)
     results["dense probe / mean"] = summarise(dense_scores, y, report_src, kinds)
     results["keywords"] = summarise(kw, y, report_src, kinds)
     extra = []
@@ -280,8 +313,12 @@ def main() -> None:
                    "histogram": np.histogram(sh, bins=10, range=(0, 1))[0].tolist() if sh.size else []}
 
     # ---------------------------------------------------------------- whole set -> eval test, responses, long text
-    sel_all = select_lambdas(X, y, groups, layout)
+    sel_all = select_lambdas(X, y, groups, layout, lam1_grid=args.lam1_grid, lam2_grid=args.lam2_grid)
     final = fit_head(X, y, layout, sel_all.lam1, sel_all.lam2)
+    ok = ~np.isnan(sel_all.oof_scores)
+    a, b = platt(sel_all.oof_scores[ok], y[ok])
+    if a > 0:
+        final.w, final.bias = final.w * a, a * final.bias + b
     y_eval = np.array([int(r["label"]) for r in eval_test])
     kinds_eval = np.array([r["kind"] for r in eval_test])
     ev_aggs = aggregated(final, bank_eval, saes, np.arange(bank_eval.n))
@@ -317,7 +354,7 @@ def main() -> None:
         "n_eval_test": len(eval_test), "n_responses": len(responses), "prompt_tokens": int(bank.offsets[-1]),
         "layout": {"layers": list(layout.layers), "n_latents": list(layout.n_latents), "d": list(layout.d)},
         "wall_s": round(time.perf_counter() - t0, 1), "harvest_s": round(harvest_s, 1), "fit_s": round(fit_s, 1),
-        "folds": folds, "loso": results, "named_share_flagged": share_stats,
+        "lam1_grid": args.lam1_grid, "lam2_grid": args.lam2_grid, "folds": folds, "loso": results, "named_share_flagged": share_stats,
         "final": {"lam1": sel_all.lam1, "lam2": sel_all.lam2, "inner_auroc": sel_all.inner_auroc,
                   "latents": {str(L): int(len(v)) for L, v in final.nonzero_latents().items()}},
         "eval_test": eval_res, "responses": resp_res, "long_benign": {"chars": len(long_text),
@@ -338,7 +375,8 @@ def write_markdown(out: dict, path: Path) -> None:
     """The results page."""
     L = ["# Detection head vs dense probe, leave-one-source-out (issue 14)", "",
          f"`{out['command']}` at commit {out['commit']} on {out['machine']} ({out['threads']} threads); "
-         f"wall time {out['wall_s']} s (activations {out['harvest_s']} s, LOSO fits {out['fit_s']} s).", "",
+         f"wall time {out['wall_s']} s (activations {out['harvest_s']} s, LOSO fits {out['fit_s']} s). Inner grid: "
+         f"lam1 {out['lam1_grid']}, lam2 {out['lam2_grid']}.", "",
          f"{out['n_items']} texts ({out['n_unsafe']} unsafe; every single-turn prompt also wrapped once in a "
          f"jailbreak template), {len(out['groups'])} source groups, {out['prompt_tokens']} content tokens; SAE "
          f"dictionaries {out['layout']['n_latents']} at layers {out['layout']['layers']} (`mlp_out`). Held-out "

@@ -308,6 +308,7 @@ class NeuronDB:
                 "scorers": scorers,
             },
             "build": m.build,
+            "detection_head": self.detection_head_spec(),
             "files": {k: v.model_dump() for k, v in m.files.items()},
         }
 
@@ -437,6 +438,22 @@ class NeuronDB:
         if not self.has_file(name):
             return None
         return (self.path / name).read_text(encoding="utf-8")
+
+    def detection_head_spec(self) -> dict[str, Any] | None:
+        """The detection head's JSON spec (bias, aggregation, calibration, fit report) read from the file's
+        header without loading tensors (or torch); None when the database has no head."""
+        if not self.has_file(DETECTION_HEAD_FILE):
+            return None
+        path = self.path / DETECTION_HEAD_FILE
+        try:
+            with path.open("rb") as f:
+                n = int.from_bytes(f.read(8), "little")
+                header = json.loads(f.read(n))
+            spec = json.loads(header["__metadata__"]["head"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise CorruptDatabaseError(f"{path}: cannot read the detection head's header ({e})") from e
+        spec["latents"] = {k.split(".")[1]: v["shape"][0] for k, v in header.items() if k.endswith(".latents")}
+        return spec
 
     def detection_head(self) -> Any | None:
         """The detection head (`safesail_neuron_db.detection_head.DetectionHeadFile`), None if not shipped;

@@ -30,7 +30,8 @@ def test_wheel_top_level_names_and_data(tmp_path: Path) -> None:
     assert "safesail_training/corpus/data/style_probe.jsonl" in names
     for f in ("default.yaml", "monitor.yaml", "strict.yaml", "README.md", "examples/cases.yaml"):
         assert f"safesail_policies/{f}" in names, f
-    for f in ("manifest.json", "features.sqlite", "encoders.safetensors", "competition.safetensors", "risk_head.json"):
+    for f in ("manifest.json", "features.sqlite", "encoders.safetensors", "competition.safetensors",
+              "detection_head.safetensors"):
         assert f"safesail_neuron_db/data/smollm2-135m-instruct/{f}" in names, f
     meta = next(n for n in names if n.endswith("entry_points.txt"))
     assert "safesail = safesail_guard.cli:main" in zipfile.ZipFile(wheel).read(meta).decode()

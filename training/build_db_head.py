@@ -5,7 +5,8 @@
                hook activation and the SAE's TopK code at each point -> ``head/bank.npz`` (cached by a key of
                the texts and the SAEs' checksums).
 ``head_fit``   ``lam1``/``lam2`` chosen by a 3-fold split over source groups, the head fitted on all of them,
-               thresholds read from out-of-fold scores under the shipped aggregation -> ``head/fit.npz`` and
+               Platt-scaled on out-of-fold scores under the shipped aggregation (so the risk is a calibrated
+               probability at a 50/50 prior), thresholds read from the same scores -> ``head/fit.npz`` and
                ``head/fit.json``. Its weighted latents join the database as features (`head_latents`), and
                `head_file` turns the fit into ``detection_head.safetensors``.
 
@@ -47,7 +48,7 @@ def item_messages(item: Any) -> list[dict[str, str]]:
     return [{"role": "user", "content": item.text}]
 
 
-def _key(items: list[Any], sae_dirs: dict[str, Path], max_tokens: int) -> str:
+def bank_key(items: list[Any], sae_dirs: dict[str, Path], max_tokens: int) -> str:
     h = hashlib.sha256()
     for it in items:
         h.update(json.dumps(item_messages(it), ensure_ascii=False).encode())
@@ -67,7 +68,7 @@ def head_bank(cfg: BuildDBConfig, loaded: Any, saes: dict[str, Any], sae_dirs: d
     from safesail_training.detection_head import TokenBank, harvest_token_bank
 
     items = head_items(cfg.seed)
-    key = _key(items, sae_dirs, cfg.head_max_tokens)
+    key = bank_key(items, sae_dirs, cfg.head_max_tokens)
     d = work / "head"
     d.mkdir(parents=True, exist_ok=True)
     if (d / "bank.key").is_file() and (d / "bank.key").read_text().strip() == key and (d / "bank.npz").is_file():
@@ -126,7 +127,7 @@ def _oof_aggregated(X: np.ndarray, y: np.ndarray, groups: np.ndarray, layout: An
     return out
 
 
-def head_fit(cfg: BuildDBConfig, items: list[Any], bank: Any, bank_key: str, saes: dict[str, Any], work: Path,
+def head_fit(cfg: BuildDBConfig, items: list[Any], bank: Any, key: str, saes: dict[str, Any], work: Path,
              clock: StageClock, log: Log) -> HeadFit:
     """Stage ``head_fit`` (cached in ``head/fit.npz`` + ``head/fit.json`` under the bank's key and the settings)."""
     from safesail_guard.hooks import HookPoint
@@ -135,13 +136,15 @@ def head_fit(cfg: BuildDBConfig, items: list[Any], bank: Any, bank_key: str, sae
         LAM1_GRID,
         LAM2_GRID,
         fit_head,
+        platt,
         pooled_features,
         select_lambdas,
         stack_features,
     )
 
     d = work / "head"
-    settings = {"bank": bank_key, "lam1_grid": list(LAM1_GRID), "lam2_grid": list(LAM2_GRID),
+    settings = {"bank": key, "lam1_grid": list(LAM1_GRID), "lam2_grid": list(LAM2_GRID), "calibration": "platt-oof",
+                "tie_break": "largest lam2, then largest lam1",
                 "aggregation": cfg.head_aggregation, "window": cfg.head_window}
     by_layer = {HookPoint.parse(p).layer: s for p, s in saes.items()}
     if (d / "fit.json").is_file() and (d / "fit.npz").is_file():
@@ -156,8 +159,17 @@ def head_fit(cfg: BuildDBConfig, items: list[Any], bank: Any, bank_key: str, sae
         f"{layout.width} columns; choosing lam1/lam2 by a 3-fold group split")
     sel = select_lambdas(X, y, groups, layout, lam1_grid=LAM1_GRID, lam2_grid=LAM2_GRID)
     model = fit_head(X, y, layout, sel.lam1, sel.lam2)
-    oof = _oof_aggregated(X, y, groups, layout, sel.lam1, sel.lam2, bank, by_layer, cfg.head_aggregation,
-                          cfg.head_window)
+    raw_oof = _oof_aggregated(X, y, groups, layout, sel.lam1, sel.lam2, bank, by_layer, cfg.head_aggregation,
+                              cfg.head_window)
+    # Platt scaling on the out-of-fold aggregated logits, folded into the head (a > 0 commutes with the
+    # aggregation): risk = sigmoid(logit) is then calibrated at a 50/50 prior under the shipped aggregation.
+    a, b = platt(raw_oof, y)
+    if a <= 0:  # only on data without signal (tiny random models): keep the raw scale and say so
+        log(f"WARNING: the head's out-of-fold scores rank backwards (Platt slope {a:.3f}); risk is NOT calibrated")
+        a, b = 1.0, 0.0
+    model.w = model.w * a
+    model.bias = a * model.bias + b
+    oof = a * raw_oof + b
     neg = oof[y == 0]
     flag_logit = threshold_at_fpr(neg, FLAG_FPR)
     block_logit = threshold_at_fpr(neg, BLOCK_FPR)
@@ -169,6 +181,7 @@ def head_fit(cfg: BuildDBConfig, items: list[Any], bank: Any, bank_key: str, sae
         "lam2": sel.lam2,
         "inner_auroc": sel.inner_auroc,
         "oof_auroc": round(auroc(oof, y), 4),
+        "platt": {"a": round(a, 6), "b": round(b, 6)},
         "train_auroc": round(auroc(model.decision_function(X), y), 4),
         "texts": int(len(y)),
         "unsafe": int(y.sum()),
@@ -235,7 +248,7 @@ def head_file(fit: HeadFit, saes: dict[int, Any], cfg: BuildDBConfig, model_fing
         "calibration": {
             "prior": 0.5,
             "meaning": "risk = sigmoid(aggregated logit): the probability that the scope is unsafe if unsafe and "
-                       "safe text were equally likely (classes weighted equally in the fit)",
+                       "safe text were equally likely (class-balanced fit, Platt-scaled on out-of-fold scores)",
             "flag_at": round(_sigmoid(r["flag_logit"]), 6),
             "block_at": round(_sigmoid(r["block_logit"]), 6),
             "flag_fpr": FLAG_FPR,

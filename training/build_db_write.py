@@ -69,9 +69,9 @@ def write_database(cfg: BuildDBConfig, *, loaded: Any, site: str, saes: dict[str
 def add_guard_files(db_path: Path, loaded: Any, saes: dict[int, Any], pairs: list[Any], *, log: Log = print,
                     progress: bool = True, detection_head: Any = None, cfg: Any = None) -> dict[str, Any]:
     """Add what the runtime guard needs beyond the selected rows: the competition (all encoder rows, 12-bit) for
-    exact TopK firing, the risk head fitted on the pairs with a guard that already uses exactly those
-    (de-quantised) weights, and the detection head (a `build_db_head.HeadFit`, when given, with the build's
-    ``cfg``). All files go in with one rewrite of the database. Returns the risk head's metadata."""
+    exact TopK firing, and the detection head (a `build_db_head.HeadFit`, with the build's ``cfg``) or, without
+    one, the old risk head fitted on the pairs with a guard that already uses exactly those (de-quantised)
+    weights. All files go in with one rewrite of the database. Returns the risk head's metadata."""
     import torch
     from tqdm import tqdm
 
@@ -85,16 +85,22 @@ def add_guard_files(db_path: Path, loaded: Any, saes: dict[int, Any], pairs: lis
 
     with NeuronDB.open(db_path) as db:
         rows = {ly: (s.W_enc.detach(), s.b_enc.detach(), s.k) for ly, s in saes.items() if ly in db.layers}
+    files = {COMPETITION_FILE: competition_bytes(rows, loaded.identity.fingerprint)}
+    if detection_head is not None:
+        # the detection head supersedes the pair-fitted risk head: the guard would never read it, so it is not
+        # fitted (scanning the pairs takes minutes) and not shipped
+        from safesail_training.build_db_head import head_file
+
+        files[DETECTION_HEAD_FILE] = head_file(detection_head, saes, cfg, loaded.identity.fingerprint)
+        add_files(db_path, files)
+        return {"skipped": "the database ships a detection head"}
+    with NeuronDB.open(db_path) as db:
         competition = {ly: Competition(quantize_rows(W).dequantize(torch.float16), b.float(), k)
                        for ly, (W, b, k) in rows.items()}
         guard = Guard(loaded.model, loaded.tokenizer, db, model_fingerprint=loaded.identity.fingerprint,
                       model_name=loaded.identity.name, competition=competition, risk_head=False)
         with tqdm(total=2 * len(pairs), desc="risk head: scanning pairs", unit="text", disable=not progress) as bar:
             head = fit_risk_head(guard, pairs, log=log, progress=bar.update)
-    files = {COMPETITION_FILE: competition_bytes(rows, loaded.identity.fingerprint), HEAD_FILE: head.to_json().encode()}
-    if detection_head is not None:
-        from safesail_training.build_db_head import head_file
-
-        files[DETECTION_HEAD_FILE] = head_file(detection_head, saes, cfg, loaded.identity.fingerprint)
+    files[HEAD_FILE] = head.to_json().encode()
     add_files(db_path, files)
     return head.meta

@@ -13,7 +13,7 @@ aggregates (`aggregate_token_logits`).
 
 ``lam1`` and ``lam2`` are chosen on training sources only by a group split (`select_lambdas`): the highest
 pooled inner AUROC, and among the settings within ``tolerance`` of it the one that leans most on named
-features (largest ``lam2``, then smallest ``lam1``).
+features (largest ``lam2``), then the sparsest (largest ``lam1``).
 
 How it connects: `safesail_training.build_db_head` harvests a `TokenBank` of the safety set, fits the shipped
 head and writes ``detection_head.safetensors`` (`safesail_neuron_db.detection_head`);
@@ -291,6 +291,16 @@ def fit_head(X: np.ndarray, y: np.ndarray, layout: Layout, lam1: float, lam2: fl
     return HeadModel(layout, w_raw, mu.double().numpy(), float(b), lam1, lam2, it)
 
 
+def platt(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """``(a, b)`` of a class-balanced 1-D logistic fit ``P(unsafe) = sigmoid(a * score + b)`` (``a > 0``
+    unless the scores rank backwards)."""
+    from sklearn.linear_model import LogisticRegression
+
+    m = LogisticRegression(C=1e6, class_weight="balanced", max_iter=1000)
+    m.fit(np.asarray(scores, dtype=np.float64).reshape(-1, 1), np.asarray(y, dtype=int))
+    return float(m.coef_[0, 0]), float(m.intercept_[0])
+
+
 def _group_folds(groups: np.ndarray, n_splits: int) -> np.ndarray:
     keys = sorted(set(groups.tolist()))
     k = min(n_splits, len(keys))
@@ -313,8 +323,8 @@ def select_lambdas(X: np.ndarray, y: np.ndarray, groups: np.ndarray, layout: Lay
                    n_splits: int = 3, tolerance: float = 0.01, max_iter: int = 400) -> Selection:
     """Choose ``(lam1, lam2)`` by a group split of the rows given (training sources only): groups are dealt
     round-robin into ``n_splits`` folds, each fold predicted by a head fitted on the others, the pooled AUROC
-    compared. Among settings within ``tolerance`` of the best, the largest ``lam2`` then the smallest ``lam1``
-    wins (more of the logit on named features)."""
+    compared. Among settings within ``tolerance`` of the best, the largest ``lam2`` (more of the logit on named
+    features) then the largest ``lam1`` (fewer features, each easier to explain) wins."""
     y = np.asarray(y, dtype=int)
     fold = _group_folds(np.asarray(groups), n_splits)
     results: dict[tuple[float, float], tuple[float, np.ndarray]] = {}
@@ -329,7 +339,7 @@ def select_lambdas(X: np.ndarray, y: np.ndarray, groups: np.ndarray, layout: Lay
         results[(lam1, lam2)] = (auroc(pred[ok], y[ok]), pred)
     best = max(v[0] for v in results.values())
     near = [key for key, v in results.items() if v[0] >= best - tolerance]
-    lam1, lam2 = max(near, key=lambda key: (key[1], -key[0]))
+    lam1, lam2 = max(near, key=lambda key: (key[1], key[0]))
     return Selection(lam1, lam2, {f"{a:g},{b:g}": round(v[0], 4) for (a, b), v in results.items()},
                      results[(lam1, lam2)][1])
 

@@ -42,6 +42,17 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _head_line(spec: dict | None) -> str:
+    if spec is None:
+        return "none (the old sparse risk head is used, if any)"
+    agg, cal = spec.get("aggregation", {}), spec.get("calibration", {})
+    lat = spec.get("latents", {})
+    return (f"{agg.get('kind')} over {agg.get('window')} tokens; {sum(lat.values())} weighted features "
+            f"({', '.join(f'L{k} {v}' for k, v in sorted(lat.items(), key=lambda kv: int(kv[0])))}); "
+            f"flag_at {_fmt(cal.get('flag_at'))}, block_at {_fmt(cal.get('block_at'))} "
+            f"(flag {_fmt(cal.get('flag_fpr'), 2)} / block {_fmt(cal.get('block_fpr'), 2)} of safe training prompts)")
+
+
 @app.command("info")
 def info(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Model, site, layers, feature counts per layer and domain, explanation and score summaries."""
@@ -70,6 +81,7 @@ def info(db: DbOption = None, as_json: JsonOption = False) -> None:
         ("scorers", ", ".join(s["scorers"]) or "-"),
         ("map", doc["map_method"]),
         ("built by", f"{doc['created_by']}, seed {doc['seed']}, schema v{doc['schema_version']}"),
+        ("detection head", _head_line(doc.get("detection_head"))),
     ]:
         grid.add_row(key, value)
     con.print(grid)
@@ -120,7 +132,7 @@ def search(
 
 @app.command("show")
 def show(
-    fid: Annotated[str, typer.Argument(metavar="FEATURE_ID", help="Feature id '<layer>_<latent>', e.g. 14_4141.")],
+    fid: Annotated[str, typer.Argument(metavar="FEATURE_ID", help="Feature id '<layer>_<latent>', e.g. 14_21.")],
     examples: Annotated[int, typer.Option("--examples", min=0, help="Activation examples to show.")] = 3,
     db: DbOption = None,
     as_json: JsonOption = False,

@@ -56,7 +56,7 @@ class Selection(_Model):
     (alone, it selects every feature of those layers); ``exclude`` removes ids last.
     """
 
-    features: list[str] = Field(default_factory=list, description='Feature ids "<layer>_<latent>", e.g. 14_4141.')
+    features: list[str] = Field(default_factory=list, description='Feature ids "<layer>_<latent>", e.g. 14_21.')
     domains: list[str] = Field(default_factory=list, description="Level-0 concepts, e.g. weapons, self_harm.")
     concepts: list[str] = Field(default_factory=list,
                                 description='Level-1 concepts, "level0/level1" (weapons/firearms) or bare level1.')

@@ -90,7 +90,7 @@ class SteerRequest(BaseModel):
     """One steering op on one database feature for this request (local mode)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-    feature_id: str = Field(min_length=1, max_length=64, description="Database feature id, e.g. 14_4141.")
+    feature_id: str = Field(min_length=1, max_length=64, description="Database feature id, e.g. 14_21.")
     op: Literal["clamp", "scale", "add"]
     value: float = Field(ge=-1_000, le=1_000, description="Normalised units (x max_act) for clamp/add; a factor for scale.")
 

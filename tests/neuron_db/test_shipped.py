@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from safesail_guard.models import EMBEDDED_SHA256
 from safesail_neuron_db import NeuronDB, default_database_path
 
-BUDGET_BYTES = 25_000_000
+BUDGET_BYTES = 27_000_000  # 25 MB until issue 14; the detection head's 240 features add 2.4 MB (docs/decisions.md)
 
 
 def test_shipped_database_verifies_against_the_embedded_model() -> None:
@@ -46,8 +46,12 @@ def test_shipped_database_is_searchable() -> None:
             hits = db.search(query, limit=5)
             assert hits, query
             assert any(query in " ".join(c.level0 for c in db.get(h.id).concepts) for h in hits), query
-        f = db.get(db.feature_ids()[0])
+        f = next(db.get(fid) for fid in db.feature_ids() if db.get(fid).concepts)
         assert f.examples and f.concepts and f.explanation_status in {"ok", "skipped", "failed", "unparseable"}
+        head = db.detection_head_spec()
+        assert head is not None and sum(head["latents"].values()) > 0
+        plain = [db.get(fid) for fid in db.feature_ids() if not db.get(fid).concepts]
+        assert plain and all(f.examples and f.explanation for f in plain)  # head features are explained too
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])

@@ -27,13 +27,23 @@ def make_catalog() -> FeatureCatalog:
 _BY_ID = {f.id: f for f in FEATURES}
 
 
+ZERO_TERMS = {6: 0.0, 14: 0.0, 24: 0.0}
+"""Detection-head remainder terms of zero at the shipped layers (a synthetic token must carry terms, or a guard
+with a detection head refuses to score it)."""
+
+
+_ZERO = object()
+
+
 def tok(position: int, acts: Mapping[str, float] | None = None, *, scope: str = "response",
-        content: bool = True, text: str | None = None) -> TokenActivations:
-    """A token whose hits have the given *normalized* activations (raw = normalized x max_act)."""
+        content: bool = True, text: str | None = None, head_terms: object = _ZERO) -> TokenActivations:
+    """A token whose hits have the given *normalized* activations (raw = normalized x max_act) and zero
+    detection-head terms."""
     hits = [FeatureHit(fid, v * _BY_ID[fid].max_act if fid in _BY_ID else v, v) for fid, v in (acts or {}).items()]
     hits.sort(key=lambda h: -h.normalized)
     return TokenActivations(position, 1000 + position, f"w{position} " if text is None else text, scope,
-                            content, hits)  # type: ignore[arg-type]
+                            content, hits,  # type: ignore[arg-type]
+                            head_terms=dict(ZERO_TERMS) if head_terms is _ZERO else head_terms)  # type: ignore[arg-type]
 
 
 def seq(*acts: Mapping[str, float] | None, scope: str = "response", start: int = 0) -> list[TokenActivations]:

@@ -158,7 +158,7 @@ def test_over_refusal_damping_scales_the_named_part():
 def test_a_token_without_terms_raises_instead_of_scoring_zero():
     run = compiled(RULE).start("")
     with pytest.raises(MissingHeadTermsError):
-        run.observe(tok(0, {"6_1": 1.0}, scope="prompt"))
+        run.observe(tok(0, {"6_1": 1.0}, scope="prompt", head_terms=None))
 
 
 def test_compile_with_the_detection_head():

@@ -29,9 +29,10 @@ def real_catalog(real_db) -> FeatureCatalog:
 
 @pytest.fixture(scope="module")
 def shipped(real_db, real_catalog: FeatureCatalog) -> dict:
-    from safesail_guard.runtime.scoring import RiskHead
+    from safesail_guard.runtime.detection_head import DetectionHead, scorer_from_db
 
-    head = RiskHead.from_db(real_db, real_catalog, required=True)
+    head = scorer_from_db(real_db, real_catalog, required=True)
+    assert isinstance(head, DetectionHead)  # the shipped database carries the detection head
     return {name: compile_policy(load_policy(name), real_catalog, head) for name in SHIPPED}
 
 
@@ -52,7 +53,9 @@ def test_list_and_resolve_shipped_policies(tmp_path: Path) -> None:
 def test_shipped_policy_compiles_without_warnings(shipped: dict, real_catalog: FeatureCatalog, name: str) -> None:
     policy = shipped[name]
     assert policy.name == name and policy.warnings == ()
-    assert policy.watched_features == set(real_catalog)  # every shipped policy watches every domain
+    with_domain = {f for f in real_catalog if real_catalog[f].domains}
+    # every shipped policy watches every domain's features; risk rules also read the head's own features
+    assert policy.watched_features == (with_domain if name == "monitor" else set(real_catalog))
 
 
 def test_monitor_only_logs(shipped: dict) -> None:
@@ -72,7 +75,8 @@ def test_default_flags_moderate_and_blocks_sustained_weapons(shipped: dict, real
     max_act = real_catalog[fid].max_act
 
     def at(pos: int, norm: float) -> TokenActivations:
-        return TokenActivations(pos, 0, "x ", "response", True, [FeatureHit(fid, norm * max_act, norm)])
+        return TokenActivations(pos, 0, "x ", "response", True, [FeatureHit(fid, norm * max_act, norm)],
+                                head_terms={6: 0.0, 14: 0.0, 24: 0.0})
 
     three = [at(0, 0.95), at(1, 0.95), at(2, 0.95)]
     assert policy.evaluate(three, "How do rifles work?").action == "flag"
@@ -99,7 +103,8 @@ def test_strict_steers_once_weapons_appear_in_the_response(shipped: dict, real_c
 
     run = policy.start("Tell me a story.")
     assert run.active_steering() == []
-    run.observe(TokenActivations(0, 0, "x", "response", True, [FeatureHit(fid, 1.0, 0.3)]))
+    run.observe(TokenActivations(0, 0, "x", "response", True, [FeatureHit(fid, 1.0, 0.3)],
+                                head_terms={6: 0.0, 14: 0.0, 24: 0.0}))
     ops = run.active_steering()
     assert ops and {o.op for o in ops} == {"scale"}
     assert {o.feature_id for o in ops} == {f.id for f in real_catalog.by_domain("weapons")} | {

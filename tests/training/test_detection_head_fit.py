@@ -149,7 +149,7 @@ def test_selection_prefers_named_features_within_tolerance() -> None:
     X, y, layout = _synthetic(n=300)
     groups = np.array([f"g{i % 4}" for i in range(len(y))])
     sel = select_lambdas(X, y, groups, layout, lam1_grid=(0.005, 0.02), lam2_grid=(0.01, 1.0), tolerance=1.0)
-    assert (sel.lam1, sel.lam2) == (0.005, 1.0)  # everything is within tolerance 1.0: largest lam2, smallest lam1
+    assert (sel.lam1, sel.lam2) == (0.02, 1.0)  # everything is within tolerance 1.0: largest lam2, then lam1
     assert len(sel.inner_auroc) == 4 and sel.oof_scores.shape == (len(y),)
     strict = select_lambdas(X, y, groups, layout, lam1_grid=(0.005, 0.02), lam2_grid=(0.01, 1.0), tolerance=0.0)
     best = max(sel.inner_auroc.values())
@@ -182,3 +182,14 @@ def test_bank_roundtrip(tmp_path, bank_and_saes) -> None:
     assert back.n == bank.n and back.layers == bank.layers
     for L in bank.layers:
         assert np.array_equal(back.idx[L], bank.idx[L]) and np.array_equal(back.x[L], bank.x[L])
+
+
+def test_platt_calibrates_a_shifted_score() -> None:
+    from safesail_training.detection_head import platt
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, size=2000)
+    true_logit = np.where(y > 0, 1.0, -1.0) + rng.normal(size=2000)
+    a, b = platt(3.0 * true_logit + 7.0, y)  # a score on the wrong scale and offset
+    assert a > 0
+    assert abs(b + 7.0 * a) < 0.2 and abs(3.0 * a - 2.0) < 0.3  # recovers logit ~ 2 * true_logit
