@@ -55,12 +55,19 @@ def _time_hf(guard: Guard, prompt: str, n: int) -> tuple[float, int]:
 
 def decoding(guard: Guard, n_tokens: int, rounds: int, policy: str) -> dict:
     gm = GuardedModel(guard, policy)
-    thr = Guard(guard.model, guard.tokenizer, guard.db, model_fingerprint=guard.db.fingerprint, firing="threshold")
-    gm_thr = GuardedModel(thr, policy)
+    # a database with a detection head needs exact TopK: the threshold rule cannot score it, so it is not run
+    with_threshold = getattr(guard, "detection_head", None) is None
+    gm_thr = None
+    if with_threshold:
+        thr = Guard(guard.model, guard.tokenizer, guard.db, model_fingerprint=guard.db.fingerprint, firing="threshold")
+        gm_thr = GuardedModel(thr, policy)
     gm.generate(PROMPTS[0], max_new_tokens=4)  # warm-up
     tot = {"guarded": [0.0, 0], "guarded_lag8": [0.0, 0], "guarded_lag16": [0.0, 0], "guarded_threshold": [0.0, 0],
            "unguarded": [0.0, 0], "hf_generate": [0.0, 0]}
     sides = ["guarded", "unguarded", "guarded_lag8", "guarded_threshold", "guarded_lag16"]
+    if not with_threshold:
+        sides.remove("guarded_threshold")
+        tot["guarded_threshold"] = [float("nan"), 0]
     lags = {"guarded_lag8": 8, "guarded_lag16": 16}
     for r in range(rounds):
         for i, p in enumerate(PROMPTS):
@@ -74,13 +81,13 @@ def decoding(guard: Guard, n_tokens: int, rounds: int, policy: str) -> dict:
             dt, n = _time_hf(guard, p, n_tokens)
             tot["hf_generate"][0] += dt
             tot["hf_generate"][1] += n
-    tps = {k: v[1] / v[0] for k, v in tot.items()}
+    tps = {k: (v[1] / v[0] if v[1] else float("nan")) for k, v in tot.items()}
     return {"tokens_per_s": {k: round(v, 2) for k, v in tps.items()},
             "guarded_over_unguarded": round(tps["guarded"] / tps["unguarded"], 4),
             "threshold_guarded_over_unguarded": round(tps["guarded_threshold"] / tps["unguarded"], 4),
             "lag8_guarded_over_unguarded": round(tps["guarded_lag8"] / tps["unguarded"], 4),
             "lag16_guarded_over_unguarded": round(tps["guarded_lag16"] / tps["unguarded"], 4),
-            "per_token_ms": {k: round(v[0] / v[1] * 1e3, 3) for k, v in tot.items()},
+            "per_token_ms": {k: round(v[0] / v[1] * 1e3, 3) for k, v in tot.items() if v[1]},
             "guard_ms_per_token": round((tot["guarded"][0] / tot["guarded"][1] - tot["unguarded"][0] / tot["unguarded"][1]) * 1e3, 3),
             "tokens": {k: v[1] for k, v in tot.items()}, "rounds": rounds, "prompts": len(PROMPTS),
             "new_tokens": n_tokens, "policy": policy}
