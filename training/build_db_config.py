@@ -26,7 +26,7 @@ class BuildDBConfig(BaseModel):
     out: Path | None = Field(default=None, description="Database directory to write (default: <work_dir>/neuron_db).")
     points: list[str] = Field(default=DEFAULT_POINTS, description="Hook points (one site, several layers).")
     k: int = Field(default=128, ge=1, description="TopK of the SAEs to use (chosen by build-sae's selection).")
-    train_tokens: int = Field(default=1_000_000, gt=0, description="Activations to harvest when an SAE has to be trained.")
+    train_tokens: int = Field(default=600_000, gt=0, description="Activations to harvest per point when an SAE has to be trained (the shipped database: 600k, see docs/decisions.md).")
     head: bool = Field(default=True, description="Fit the detection head (linear over SAE codes and error) on the safety set and ship it.")
     head_max_tokens: int = Field(default=256, ge=16, description="Detection head: tokens per training text (the rest is cut).")
     head_aggregation: Literal["mean", "rolling_max"] = Field(default="rolling_max", description="Detection head: how token logits become one score (chosen by benchmarks/bench_detection_head.py).")
