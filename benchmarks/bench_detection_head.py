@@ -181,16 +181,10 @@ def old_head_scores(db_path: Path, convs: list[list[dict[str, str]]]) -> np.ndar
 
 
 def long_benign_text(n_chars: int = 20_000) -> str:
-    """Ordinary prose from the general corpus (kind ``doc``), concatenated to ``n_chars`` characters."""
-    from safesail_training.corpus.general import iter_general
+    """Ordinary prose from the general corpus (kind ``doc``), ``n_chars`` characters."""
+    from safesail_training.corpus.general import benign_prose
 
-    parts, total = [], 0
-    for rec in iter_general({"doc"}, seed=0):
-        parts.append(rec.text)
-        total += len(rec.text) + 2
-        if total >= n_chars:
-            break
-    return "\n\n".join(parts)[:n_chars]
+    return benign_prose(n_chars)
 
 
 def main() -> None:

@@ -91,15 +91,9 @@ def test_a_verdict_names_its_features_and_the_unexplained_share(shipped_guard):
 
 
 def _long_benign(n_chars: int = 20_000) -> str:
-    from safesail_training.corpus.general import iter_general
+    from safesail_training.corpus.general import benign_prose
 
-    parts, total = [], 0
-    for rec in iter_general({"doc"}, seed=0):
-        parts.append(rec.text)
-        total += len(rec.text) + 2
-        if total >= n_chars:
-            break
-    return "\n\n".join(parts)[:n_chars]
+    return benign_prose(n_chars)
 
 
 def _response_risk(guard, text: str) -> float:

@@ -140,6 +140,18 @@ def iter_general(kinds: set[str] | None = None, *, seed: int = 0, shuffle: bool 
     yield from records
 
 
+def benign_prose(n_chars: int = 20_000, *, seed: int = 0) -> str:
+    """Ordinary prose of the shipped corpus (kind ``doc``, shuffled with ``seed``), joined by blank lines and cut
+    to ``n_chars`` characters: the long benign text that length checks of the risk score read."""
+    parts, total = [], 0
+    for rec in iter_general({"doc"}, seed=seed):
+        parts.append(rec.text)
+        total += len(rec.text) + 2
+        if total >= n_chars:
+            break
+    return "\n\n".join(parts)[:n_chars]
+
+
 def general_summary() -> dict[str, Any]:
     """Counts of the shipped corpus: records and characters per kind and per source, plus measured tokens.
 
