@@ -43,7 +43,7 @@ from _machine import cpu_model, git_commit  # noqa: E402
 from keyword_baseline import keyword_score  # noqa: E402
 
 from safesail_guard.hooks import HookPoint  # noqa: E402
-from safesail_training.build_db_head import head_items, item_messages  # noqa: E402
+from safesail_training.build_db_head import head_items  # noqa: E402
 from safesail_training.corpus.safety import binary_label, load_safety_items, source_group  # noqa: E402
 from safesail_training.detection_eval import (  # noqa: E402
     auroc,
@@ -117,14 +117,8 @@ def cached_bank(name: str, lm: Any, saes: dict[int, Any], convs: list[list[dict[
         return TokenBank.load(path)
     CACHE.mkdir(parents=True, exist_ok=True)
     with tqdm(total=len(convs), desc=f"activations: {name}", unit="text") as bar:
-        done = [0]
-
-        def tick(n: int) -> None:
-            bar.update(n - done[0])
-            done[0] = n
-
         bank = harvest_token_bank(lm, saes, [HookPoint.parse(p) for p in POINTS], convs, max_tokens=max_tokens,
-                                  roles=roles, progress=tick)
+                                  roles=roles, progress=bar.update)
     bank.save(path)
     return bank
 
@@ -132,15 +126,10 @@ def cached_bank(name: str, lm: Any, saes: dict[int, Any], convs: list[list[dict[
 def build_bank(work: Path, items: list[Any], max_tokens: int) -> TokenBank | None:
     """The build's own token bank (``<work>/db/head/bank.npz``) when it was made from exactly these texts, SAEs
     and token limit, else None."""
-    from safesail_training.build_db_head import bank_key
+    from safesail_training.build_db_head import bank_key, load_bank
 
-    d = work / "db" / "head"
     dirs = {p: work / "saes" / p / "k128" for p in POINTS}
-    if not (d / "bank.key").is_file() or not (d / "bank.npz").is_file():
-        return None
-    if (d / "bank.key").read_text().strip() != bank_key(items, dirs, max_tokens):
-        return None
-    return TokenBank.load(d / "bank.npz")
+    return load_bank(work / "db" / "head", bank_key(items, dirs, max_tokens))
 
 
 def dense_pooled(bank: TokenBank) -> np.ndarray:
@@ -228,7 +217,7 @@ def main() -> None:
     t_h = time.perf_counter()
     bank = build_bank(args.work_dir, items, args.max_tokens)
     if bank is None:
-        bank = cached_bank("prompts", lm, saes, [item_messages(i) for i in items], max_tokens=args.max_tokens)
+        bank = cached_bank("prompts", lm, saes, [i.messages() for i in items], max_tokens=args.max_tokens)
     bank_eval = cached_bank("eval_test", lm, saes, [[{"role": "user", "content": r["text"]}] for r in eval_test],
                             max_tokens=args.max_tokens)
     # the reply is what is scored: keep the request short enough (800 characters) that the reply is never cut away
@@ -277,7 +266,7 @@ def main() -> None:
                        "latents": int(sum(len(v) for v in model.nonzero_latents().values()))}
     fit_s = time.perf_counter() - t_f
     kw = np.array([keyword_score(i.text) for i in items])
-    old = old_head_scores(args.old_db, [item_messages(i) for i in items]) if args.old_db else None
+    old = old_head_scores(args.old_db, [i.messages() for i in items]) if args.old_db else None
 
     results: dict[str, Any] = {}
     for name, s in head_scores.items():

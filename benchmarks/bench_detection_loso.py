@@ -101,13 +101,6 @@ def pick_wrapped(items: list[SafetyItem], n: int, seed: int = 0) -> list[SafetyI
     return wrapped[:n] if n >= 0 else wrapped
 
 
-def messages_of(item: SafetyItem) -> list[dict[str, str]]:
-    """The chat messages an item is rendered as: its turns, or one user message."""
-    if item.turns:
-        return [{"role": r, "content": c} for r, c in item.turns]
-    return [{"role": "user", "content": item.text}]
-
-
 def item_key(messages: list[dict[str, str]]) -> str:
     """Cache key of one rendered prompt."""
     return hashlib.sha256(json.dumps(messages, ensure_ascii=False).encode()).hexdigest()[:24]
@@ -236,7 +229,7 @@ def main() -> None:
     cache = FeatureCache(CACHE / f"pooled_{tag}.npz")
     n_cached = len(cache.rows)
     t_h = time.perf_counter()
-    convs = [messages_of(i) for i in items] + [[{"role": "user", "content": r["text"]}] for r in eval_test]
+    convs = [i.messages() for i in items] + [[{"role": "user", "content": r["text"]}] for r in eval_test]
     F_all = harvest(lm, convs, cache, max_tokens=args.max_tokens, batch_size=args.batch_size,
                     half_life=DEFAULT_HALF_LIFE)
     harvest_s = time.perf_counter() - t_h

@@ -41,22 +41,25 @@ def head_items(seed: int) -> list[Any]:
     return prompts + wrap_in_templates(prompts, n_per_item=1, seed=seed)
 
 
-def item_messages(item: Any) -> list[dict[str, str]]:
-    """The chat messages an item is scored as: its turns, or one user message."""
-    if item.turns:
-        return [{"role": r, "content": c} for r, c in item.turns]
-    return [{"role": "user", "content": item.text}]
-
-
 def bank_key(items: list[Any], sae_dirs: dict[str, Path], max_tokens: int) -> str:
     h = hashlib.sha256()
     for it in items:
-        h.update(json.dumps(item_messages(it), ensure_ascii=False).encode())
+        h.update(json.dumps(it.messages(), ensure_ascii=False).encode())
     for p in sorted(sae_dirs):
         h.update(p.encode())
         h.update(hashlib.sha256((sae_dirs[p] / "sae.safetensors").read_bytes()).digest())
     h.update(str(max_tokens).encode())
     return h.hexdigest()[:32]
+
+
+def load_bank(d: Path, key: str) -> Any | None:
+    """The token bank in folder ``d`` (``bank.npz``) when its ``bank.key`` is ``key``, else None."""
+    from safesail_training.detection_head import TokenBank
+
+    kf = d / "bank.key"
+    if kf.is_file() and kf.read_text().strip() == key and (d / "bank.npz").is_file():
+        return TokenBank.load(d / "bank.npz")
+    return None
 
 
 def head_bank(cfg: BuildDBConfig, loaded: Any, saes: dict[str, Any], sae_dirs: dict[str, Path], work: Path,
@@ -65,27 +68,22 @@ def head_bank(cfg: BuildDBConfig, loaded: Any, saes: dict[str, Any], sae_dirs: d
     from tqdm import tqdm
 
     from safesail_guard.hooks import HookPoint
-    from safesail_training.detection_head import TokenBank, harvest_token_bank
+    from safesail_training.detection_head import harvest_token_bank
 
     items = head_items(cfg.seed)
     key = bank_key(items, sae_dirs, cfg.head_max_tokens)
     d = work / "head"
     d.mkdir(parents=True, exist_ok=True)
-    if (d / "bank.key").is_file() and (d / "bank.key").read_text().strip() == key and (d / "bank.npz").is_file():
+    cached = load_bank(d, key)
+    if cached is not None:
         log(f"head bank: reusing {len(items)} texts from {d / 'bank.npz'}")
-        return items, TokenBank.load(d / "bank.npz"), key
+        return items, cached, key
     t0 = time.perf_counter()
     points = [HookPoint.parse(p) for p in cfg.points]
     by_layer = {HookPoint.parse(p).layer: s for p, s in saes.items()}
     with tqdm(total=len(items), desc="head: activations", unit="text", disable=not progress) as bar:
-        done = [0]
-
-        def tick(n: int) -> None:
-            bar.update(n - done[0])
-            done[0] = n
-
-        bank = harvest_token_bank(loaded, by_layer, points, [item_messages(it) for it in items],
-                                  max_tokens=cfg.head_max_tokens, progress=tick)
+        bank = harvest_token_bank(loaded, by_layer, points, [it.messages() for it in items],
+                                  max_tokens=cfg.head_max_tokens, progress=bar.update)
     bank.save(d / "bank.npz")
     (d / "bank.key").write_text(key + "\n")
     clock.computed_now("head_bank", time.perf_counter() - t0)
@@ -114,9 +112,10 @@ def _labels(items: list[Any]) -> tuple[np.ndarray, np.ndarray]:
 def _oof_aggregated(X: np.ndarray, y: np.ndarray, groups: np.ndarray, layout: Any, lam1: float, lam2: float,
                     bank: Any, saes: dict[int, Any], kind: str, window: int) -> np.ndarray:
     """Out-of-fold logits of every row under the shipped aggregation (3-fold split over source groups)."""
-    from safesail_training.detection_head import _group_folds, aggregate_token_logits, fit_head, token_logits
+    from safesail_training.detection_eval import group_folds
+    from safesail_training.detection_head import aggregate_token_logits, fit_head, token_logits
 
-    fold = _group_folds(groups, 3)
+    fold = group_folds(groups, 3)
     out = np.full(len(y), np.nan)
     for f in sorted(set(fold.tolist())):
         tr = fold != f

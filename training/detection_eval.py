@@ -190,6 +190,16 @@ def _decision(model, X: np.ndarray) -> np.ndarray:
     return np.asarray(model.decision_function(X), dtype=np.float64)
 
 
+def group_folds(groups: Sequence[str] | np.ndarray, n_splits: int) -> np.ndarray:
+    """Fold index of every row: the distinct groups, sorted, dealt round-robin into ``min(n_splits, n_groups)``
+    folds, so a group's rows always share a fold. Shape: ``groups [n]`` -> ``[n]``."""
+    groups = np.asarray(groups)
+    keys = sorted(set(groups.tolist()))
+    k = min(n_splits, len(keys))
+    fold_of = {g: i % k for i, g in enumerate(keys)}
+    return np.array([fold_of[g] for g in groups.tolist()])
+
+
 def inner_select_c(
     X: np.ndarray, y: np.ndarray, groups: np.ndarray, *, c_grid: Sequence[float] = C_GRID, n_splits: int = 3
 ) -> tuple[float, dict[float, float]]:
@@ -204,11 +214,9 @@ def inner_select_c(
     """
     y = np.asarray(y, dtype=int)
     groups = np.asarray(groups)
-    keys = sorted(set(groups.tolist()))
-    k = min(n_splits, len(keys))
+    k = min(n_splits, len(set(groups.tolist())))
     if k >= 2:
-        fold_of = {g: i % k for i, g in enumerate(keys)}
-        fold = np.array([fold_of[g] for g in groups.tolist()])
+        fold = group_folds(groups, n_splits)
     else:  # one group: stratified row split
         k = n_splits
         fold = np.zeros(len(y), dtype=int)

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from safesail_training.detection_eval import auroc
+from safesail_training.detection_eval import auroc, group_folds
 
 LAM1_GRID: tuple[float, ...] = (0.002, 0.005, 0.01)
 """L1 strengths on the standardised ``z`` weights (mean loss scale)."""
@@ -99,7 +99,7 @@ def harvest_token_bank(loaded: Any, saes: dict[int, Any], points: Sequence[Any],
     tokens are the content of every message (the runtime guard's prompt scope; template scaffolding and a
     default system prompt are left out), or of the messages with one of ``roles`` (``["assistant"]`` for a
     reply). ``saes`` maps layer -> `TopKSAE` of the point at that layer;
-    ``progress(n)`` is called with the number of texts done after each batch.
+    ``progress(n)`` is called after each batch with the number of texts it held (a ``tqdm.update``).
     """
     from safesail_guard.chat_template import encode_chat
     from safesail_guard.hooks import collect_padded
@@ -124,7 +124,6 @@ def harvest_token_bank(loaded: Any, saes: dict[int, Any], points: Sequence[Any],
         bank.val[p.layer] = np.zeros((total, sae.k), dtype=np.float16)
     order = sorted(range(len(convs)), key=lambda i: len(encs[i]))
     pad = loaded.tokenizer.pad_token_id or 0
-    done = 0
     for start in range(0, len(order), batch_size):
         ids = order[start:start + batch_size]
         acts = collect_padded(loaded.model, list(points), [(encs[i], masks[i]) for i in ids], pad_id=pad)
@@ -138,9 +137,8 @@ def harvest_token_bank(loaded: Any, saes: dict[int, Any], points: Sequence[Any],
                 bank.x[L][lo:hi] = x.numpy()
                 bank.idx[L][lo:hi] = code.indices.numpy()
                 bank.val[L][lo:hi] = code.values.numpy()
-        done += len(ids)
         if progress is not None:
-            progress(done)
+            progress(len(ids))
     return bank
 
 
@@ -301,13 +299,6 @@ def platt(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(m.coef_[0, 0]), float(m.intercept_[0])
 
 
-def _group_folds(groups: np.ndarray, n_splits: int) -> np.ndarray:
-    keys = sorted(set(groups.tolist()))
-    k = min(n_splits, len(keys))
-    fold_of = {g: i % k for i, g in enumerate(keys)}
-    return np.array([fold_of[g] for g in groups.tolist()])
-
-
 @dataclass
 class Selection:
     """What `select_lambdas` chose and why."""
@@ -326,7 +317,7 @@ def select_lambdas(X: np.ndarray, y: np.ndarray, groups: np.ndarray, layout: Lay
     compared. Among settings within ``tolerance`` of the best, the largest ``lam2`` (more of the logit on named
     features) then the largest ``lam1`` (fewer features, each easier to explain) wins."""
     y = np.asarray(y, dtype=int)
-    fold = _group_folds(np.asarray(groups), n_splits)
+    fold = group_folds(groups, n_splits)
     results: dict[tuple[float, float], tuple[float, np.ndarray]] = {}
     for lam1, lam2 in itertools.product(lam1_grid, lam2_grid):
         pred = np.full(len(y), np.nan)

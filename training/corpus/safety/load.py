@@ -134,6 +134,17 @@ class SafetyItem:
         """True for ``unsafe`` prompts and ``harmful`` responses (the class a detector should flag)."""
         return self.label in ("unsafe", "harmful")
 
+    def messages(self, *, with_response: bool = False) -> list[dict[str, str]]:
+        """The item as chat messages: its turns, or one user message; ``with_response`` appends the reply as an
+        assistant message (response items)."""
+        if self.turns:
+            msgs = [{"role": role, "content": text} for role, text in self.turns]
+        else:
+            msgs = [{"role": "user", "content": self.text}]
+        if with_response and self.response is not None:
+            msgs.append({"role": "assistant", "content": self.response})
+        return msgs
+
     def to_dict(self) -> dict[str, Any]:
         """The JSONL row for this item (turns as lists)."""
         row = asdict(self)

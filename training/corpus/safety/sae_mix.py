@@ -26,18 +26,8 @@ unseen by them: ``handwritten_contrast`` is left out on purpose)."""
 RESPONSE_SOURCES: tuple[str, ...] = ("pyrit_harm", "uncensorbench")
 
 
-def _messages(item: SafetyItem) -> list[dict[str, str]]:
-    if item.turns:
-        msgs = [{"role": role, "content": text} for role, text in item.turns]
-    else:
-        msgs = [{"role": "user", "content": item.text}]
-    if item.response is not None:
-        msgs.append({"role": "assistant", "content": item.response})
-    return msgs
-
-
 def _record(item: SafetyItem) -> TextRecord:
-    msgs = _messages(item)
+    msgs = item.messages(with_response=True)
     last_user = next((m["content"] for m in reversed(msgs) if m["role"] == "user"), item.text)
     return TextRecord(text=last_user, source=f"{MIX_SOURCE}:{item.source}", kind="chat", messages=msgs)
 
